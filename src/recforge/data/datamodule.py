@@ -1,0 +1,208 @@
+"""LightningDataModule for next-item prediction: read -> preprocess -> cache -> split -> padded tensors.
+
+Tensors are built once per dataset; batches are dicts of tensors fetched with one vectorised gather per batch
+(``__getitems__``), so there is no per-sample Python in the training loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from recforge.data.preprocess import Sequences, deduplicate, filter_min_rating, k_core, statistics, to_sequences
+from recforge.data.splits import Split, training_windows
+from recforge.errors import RecforgeError
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+class Reader(Protocol):
+    def read(self) -> pd.DataFrame: ...
+    def item_text(self) -> pd.DataFrame | None: ...
+    def source_files(self) -> list[Path]: ...
+
+
+def _identity(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    return batch
+
+
+class TrainWindows(Dataset):
+    """Training windows of max_len + 1 item ids, left-padded with 0."""
+
+    def __init__(self, windows: Tensor) -> None:
+        self.windows = windows  # (W, L+1)
+
+    def __len__(self) -> int:
+        return self.windows.shape[0]
+
+    def __getitems__(self, index: list[int]) -> dict[str, Tensor]:
+        return {"items": self.windows[torch.as_tensor(index)]}  # (B, L+1)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return self.__getitems__([index])
+
+
+class EvalSamples(Dataset):
+    """(user, target position) samples: input = the max_len items before the target, history = all of them."""
+
+    def __init__(self, items: Tensor, indptr: Tensor, samples: Tensor, max_len: int) -> None:
+        self.items, self.indptr, self.max_len = items, indptr, max_len  # (n,), (U+1,)
+        self.users, self.positions = samples[:, 0], samples[:, 1]  # (S,), (S,)
+
+    def __len__(self) -> int:
+        return self.users.shape[0]
+
+    def __getitems__(self, index: list[int]) -> dict[str, Tensor]:
+        idx = torch.as_tensor(index)
+        start = self.indptr[self.users[idx]]  # (B,)
+        pos = self.positions[idx]  # (B,)
+        target = self.items[start + pos]  # (B,)
+        offsets = torch.arange(-self.max_len, 0)  # (L,)
+        flat = start[:, None] + pos[:, None] + offsets[None, :]  # (B, L)
+        inputs = torch.where(flat >= start[:, None], self.items[flat.clamp(min=0)], 0)  # (B, L)
+        width = int(pos.max()) if len(index) else 0
+        hflat = start[:, None] + torch.arange(max(width, 1))[None, :]  # (B, P)
+        history = torch.where(torch.arange(max(width, 1))[None, :] < pos[:, None], self.items[hflat.clamp(max=len(self.items) - 1)], 0)
+        return {"input": inputs, "target": target, "history": history, "index": idx}
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return self.__getitems__([index])
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Next-item data: one reader, preprocessing options, a split and the window length."""
+
+    def __init__(
+        self,
+        name: str,
+        reader: Reader,
+        split: Callable[[np.ndarray], Split],
+        max_len: int = 50,
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        min_rating: float | None = None,
+        user_k: int = 0,
+        item_k: int = 0,
+        cache_dir: str | None = None,
+        num_workers: int = 0,
+        root: str | None = None,
+    ) -> None:
+        super().__init__()
+        if max_len < 2:
+            raise RecforgeError(f"dataset.max_len={max_len} must be at least 2.")
+        self.name, self.reader, self.split_fn, self.max_len = name, reader, split, max_len
+        self.root = root  # the data root the reader's path came from (named in error messages)
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.min_rating, self.user_k, self.item_k = min_rating, user_k, item_k
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.sequences: Sequences | None = None
+        self.stats: dict[str, float] = {}
+
+    # ---- building and caching -------------------------------------------------------------------------
+    def _cache_key(self) -> str:
+        files = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self.reader.source_files() if Path(p).exists()]
+        params = [type(self.reader).__qualname__, sorted((k, repr(v)) for k, v in vars(self.reader).items()),
+                  files, self.min_rating, self.user_k, self.item_k, CACHE_VERSION]
+        return hashlib.sha256(json.dumps(params, default=str).encode()).hexdigest()[:16]
+
+    def _build(self) -> Sequences:
+        df = self.reader.read()
+        df = filter_min_rating(df, self.min_rating)
+        df = k_core(deduplicate(df), max(self.user_k, 1), max(self.item_k, 1))
+        if len(df) == 0:
+            raise RecforgeError(
+                f"dataset '{self.name}': no interactions are left after filtering "
+                f"(min_rating={self.min_rating}, user_k={self.user_k}, item_k={self.item_k}); lower these values."
+            )
+        return to_sequences(df)
+
+    def load_sequences(self) -> Sequences:
+        """Build the CSR sequences once, reusing the on-disk cache when its key matches."""
+        if self.sequences is not None:
+            return self.sequences
+        path = self.cache_dir / f"{self.name}-{self._cache_key()}.npz" if self.cache_dir else None
+        seqs = _load_cache(path) if path is not None else None
+        if seqs is None:
+            seqs = self._build()
+            if path is not None:
+                _save_cache(path, seqs)
+        self.sequences = seqs
+        self.stats = statistics(seqs)
+        return seqs
+
+    def prepare_data(self) -> None:
+        self.load_sequences()
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_set"):
+            return
+        seqs = self.load_sequences()
+        split = self.split_fn(seqs.lengths)
+        items = torch.from_numpy(seqs.items)
+        indptr = torch.from_numpy(seqs.indptr)
+        idx = training_windows(seqs.indptr, split.train_lengths, self.max_len)  # (W, L+1)
+        windows = np.where(idx >= 0, seqs.items[np.maximum(idx, 0)], 0)
+        self.train_set = TrainWindows(torch.from_numpy(windows))
+        self.val_set = EvalSamples(items, indptr, torch.from_numpy(split.val), self.max_len)
+        self.test_set = EvalSamples(items, indptr, torch.from_numpy(split.test), self.max_len)
+        train_mask = np.arange(len(seqs.items)) - np.repeat(seqs.indptr[:-1], seqs.lengths) < np.repeat(split.train_lengths, seqs.lengths)
+        self.item_counts = torch.from_numpy(np.bincount(seqs.items[train_mask], minlength=seqs.num_items + 1))
+        self.stats.update({"train_windows": int(windows.shape[0]), "val_samples": len(self.val_set), "test_samples": len(self.test_set)})
+        log.info("dataset %s: %s", self.name, self.stats)
+
+    @property
+    def num_items(self) -> int:
+        return self.load_sequences().num_items
+
+    # ---- loaders --------------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=_identity,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+
+def _save_cache(path: Path, seqs: Sequences) -> None:
+    """Write the cache atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        np.savez(fh, items=seqs.items, indptr=seqs.indptr, ratings=seqs.ratings,
+                 user_ids=seqs.user_ids.astype(str), item_ids=seqs.item_ids.astype(str))
+    os.replace(tmp, path)
+
+
+def _load_cache(path: Path) -> Sequences | None:
+    """Load a cache file, or None when it is absent or damaged (it is then rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            seqs = Sequences(items=z["items"], indptr=z["indptr"], ratings=z["ratings"],
+                             user_ids=z["user_ids"].astype(object), item_ids=z["item_ids"].astype(object))
+        if seqs.indptr[-1] != len(seqs.items):
+            raise ValueError("inconsistent CSR")
+        return seqs
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("dataset cache %s is damaged (%s); rebuilding it", path, exc)
+        return None

@@ -1,0 +1,10 @@
+"""User-facing errors: one sentence naming what is wrong and where; no traceback."""
+from __future__ import annotations
+
+
+class RecforgeError(Exception):
+    """An error the user can cause and fix (bad data file, bad config value, missing dataset).
+
+    The message is one sentence that names the file, key or value and what was expected.
+    Entry points print it without a traceback and exit with status 2.
+    """

@@ -1,0 +1,74 @@
+"""The sequence-encoder role and the transformer stack SASRec and BERT4Rec share."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from recforge.models.embedders import IdEmbedding
+
+
+class SequenceEncoder(nn.Module):
+    """Role: item ids (B, T) -> hidden states (B, T, H).
+
+    ``training_pairs`` turns a window of max_len + 1 items into (inputs, targets) with a target at every
+    position (0 = no target); ``inference_input`` turns the most recent items into the input whose last
+    position predicts the next item. The defaults are next-item shifts (causal models).
+    """
+
+    item_embedder: IdEmbedding
+
+    def training_pairs(self, window: Tensor) -> tuple[Tensor, Tensor]:
+        """window: (B, L+1) -> inputs (B, L), targets (B, L)."""
+        inputs, targets = window[:, :-1], window[:, 1:]
+        return inputs, torch.where(inputs > 0, targets, 0)
+
+    def inference_input(self, recent: Tensor) -> Tensor:
+        """recent: (B, L) most recent items, left-padded -> (B, L)."""
+        return recent
+
+
+class TransformerStack(nn.Module):
+    """Item + learned position embeddings -> LayerNorm -> dropout -> pre-LN transformer layers -> LayerNorm."""
+
+    def __init__(self, item_embedder: IdEmbedding, max_len: int, num_layers: int, num_heads: int,
+                 dropout: float, inner_size: int | None = None, activation: str = "gelu") -> None:
+        super().__init__()
+        hidden = item_embedder.hidden_size
+        if hidden % num_heads:
+            raise ValueError(f"hidden size {hidden} is not divisible by num_heads={num_heads}")
+        self.item_embedder, self.num_heads = item_embedder, num_heads
+        self.positions = nn.Embedding(max_len, hidden)
+        self.norm_in, self.norm_out = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(hidden, num_heads, inner_size or 4 * hidden, dropout,
+                                           activation=activation, batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.apply(_init_weights)
+
+    def forward(self, items: Tensor, allowed: Tensor) -> Tensor:
+        """items: (B, T); allowed: (B, T, T) True where a query may attend to a key -> (B, T, H)."""
+        B, T = items.shape
+        pos = torch.arange(T, device=items.device)  # (T,)
+        x = self.dropout(self.norm_in(self.item_embedder(items) + self.positions(pos)))  # (B, T, H)
+        mask = ~allowed.repeat_interleave(self.num_heads, dim=0)  # (B*heads, T, T), True = blocked
+        x = self.layers(x, mask=mask)  # (B, T, H)
+        return self.norm_out(x)
+
+
+def key_padding_allowed(items: Tensor, causal: bool) -> Tensor:
+    """(B, T, T) attention permission: real keys only (causal: and not in the future); always self."""
+    B, T = items.shape
+    allowed = (items > 0).unsqueeze(1).expand(B, T, T)  # (B, T, T) keys that are items
+    if causal:
+        allowed = allowed & torch.ones(T, T, dtype=torch.bool, device=items.device).tril()
+    return allowed | torch.eye(T, dtype=torch.bool, device=items.device)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """normal(0, 0.02) for linear and position weights, zeros for biases (reference SASRec/BERT4Rec)."""
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        return  # the item table is initialised by its embedder
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)

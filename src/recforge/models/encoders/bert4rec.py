@@ -1,0 +1,46 @@
+"""BERT4Rec: sequential recommendation with bidirectional transformers (Sun et al., CIKM 2019).
+
+Training is a cloze task: random items are replaced by [MASK] and predicted from both sides. At inference a
+[MASK] is appended after the most recent items and its hidden state scores the next item.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from recforge.models.embedders import IdEmbedding
+from recforge.models.encoders.base import SequenceEncoder, TransformerStack, key_padding_allowed
+
+
+class BERT4Rec(SequenceEncoder):
+    """Bidirectional transformer encoder trained with cloze masking."""
+
+    def __init__(self, item_embedder: IdEmbedding, max_len: int = 50, num_layers: int = 2, num_heads: int = 2,
+                 dropout: float = 0.2, mask_prob: float = 0.2, last_mask_prob: float = 0.1,
+                 inner_size: int | None = None, activation: str = "gelu") -> None:
+        super().__init__()
+        if not 0 < mask_prob < 1:
+            raise ValueError(f"mask_prob={mask_prob} must be in (0, 1)")
+        self.item_embedder, self.mask_prob, self.last_mask_prob = item_embedder, mask_prob, last_mask_prob
+        self.stack = TransformerStack(item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation)
+
+    def training_pairs(self, window: Tensor) -> tuple[Tensor, Tensor]:
+        """Cloze: mask each item with mask_prob (and the last one with last_mask_prob as well, to match
+        inference); every row gets at least one mask. window: (B, L+1) -> inputs (B, L), targets (B, L)."""
+        seq = window[:, 1:]  # (B, L) the first item was the last of the previous window
+        real = seq > 0
+        masked = (torch.rand(seq.shape, device=seq.device) < self.mask_prob) & real  # (B, L)
+        masked[:, -1] |= torch.rand(seq.shape[0], device=seq.device) < self.last_mask_prob
+        masked[:, -1] |= ~masked.any(dim=1)  # at least one target per row
+        masked &= real
+        inputs = torch.where(masked, self.item_embedder.mask_token, seq)
+        return inputs, torch.where(masked, seq, 0)
+
+    def inference_input(self, recent: Tensor) -> Tensor:
+        """Drop the oldest item and append [MASK]. recent: (B, L) -> (B, L)."""
+        mask = torch.full_like(recent[:, :1], self.item_embedder.mask_token)  # (B, 1)
+        return torch.cat([recent[:, 1:], mask], dim=1)
+
+    def forward(self, items: Tensor) -> Tensor:
+        """items: (B, T) left-padded ids, possibly [MASK] -> (B, T, H)."""
+        return self.stack(items, key_padding_allowed(items, causal=False))

@@ -1,0 +1,48 @@
+"""Popularity baseline: every user gets items ranked by their training interaction count. No training."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from recforge.models.embedders import IdEmbedding
+from recforge.models.encoders.base import SequenceEncoder
+
+
+class FitsData:
+    """Role: a part whose state comes from the training data rather than from gradients."""
+
+    def fit_data(self, item_counts: Tensor) -> None:
+        raise NotImplementedError
+
+
+class ConstantEncoder(SequenceEncoder):
+    """Ignores the history: a single constant hidden unit per position."""
+
+    def __init__(self, item_embedder: IdEmbedding) -> None:
+        super().__init__()
+        self.item_embedder = item_embedder
+
+    def forward(self, items: Tensor) -> Tensor:
+        """items: (B, T) -> (B, T, 1) of ones."""
+        return torch.ones(*items.shape, 1, device=items.device)
+
+
+class PopularityScores(nn.Module, FitsData):
+    """Decoder whose score for an item is its training count, whatever the hidden state."""
+
+    def __init__(self, item_embedder: IdEmbedding) -> None:
+        super().__init__()
+        self.num_items = item_embedder.num_items
+        self.register_buffer("counts", torch.zeros(self.num_items + 1))
+
+    def fit_data(self, item_counts: Tensor) -> None:
+        self.counts = item_counts.to(self.counts)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """hidden: (M, 1) -> (M, N+1): counts, padding at -inf."""
+        scores = self.counts.unsqueeze(0).expand(hidden.shape[0], -1).clone()
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def score_items(self, hidden: Tensor, items: Tensor) -> Tensor:
+        return self.counts[items]

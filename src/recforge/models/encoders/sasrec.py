@@ -1,0 +1,24 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
+
+Causal self-attention over the item sequence; the hidden state at position t predicts the item at t + 1.
+"""
+from __future__ import annotations
+
+from torch import Tensor
+
+from recforge.models.embedders import IdEmbedding
+from recforge.models.encoders.base import SequenceEncoder, TransformerStack, key_padding_allowed
+
+
+class SASRec(SequenceEncoder):
+    """Causal transformer encoder over item ids."""
+
+    def __init__(self, item_embedder: IdEmbedding, max_len: int = 50, num_layers: int = 2, num_heads: int = 2,
+                 dropout: float = 0.2, inner_size: int | None = None, activation: str = "gelu") -> None:
+        super().__init__()
+        self.item_embedder = item_embedder
+        self.stack = TransformerStack(item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation)
+
+    def forward(self, items: Tensor) -> Tensor:
+        """items: (B, T) left-padded ids -> (B, T, H)."""
+        return self.stack(items, key_padding_allowed(items, causal=True))

@@ -1,0 +1,60 @@
+"""Next-item losses. Each takes hidden states at the positions that have a target, the targets and the
+decoder, so a sampled loss scores only the items it needs."""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recforge.models.samplers import UniformNegatives
+
+
+class Decoder(Protocol):
+    num_items: int
+    def __call__(self, hidden: Tensor) -> Tensor: ...
+    def score_items(self, hidden: Tensor, items: Tensor) -> Tensor: ...
+
+
+class CrossEntropy(nn.Module):
+    """Full softmax cross-entropy over all items."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, hidden: Tensor, targets: Tensor, decoder: Decoder) -> Tensor:
+        logits = decoder(hidden)  # (M, N+1)
+        if self.label_smoothing:
+            logits = logits[:, 1:]  # smoothing must not put mass on padding
+            return F.cross_entropy(logits.float(), targets - 1, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(logits.float(), targets)
+
+
+class SampledBCE(nn.Module):
+    """Binary cross-entropy of the target against sampled negatives (the original SASRec loss)."""
+
+    def __init__(self, sampler: UniformNegatives) -> None:
+        super().__init__()
+        self.sampler = sampler
+
+    def forward(self, hidden: Tensor, targets: Tensor, decoder: Decoder) -> Tensor:
+        negatives = self.sampler(targets, decoder.num_items)  # (M, K)
+        pos = decoder.score_items(hidden, targets.unsqueeze(1)).float()  # (M, 1)
+        neg = decoder.score_items(hidden, negatives).float()  # (M, K)
+        return F.softplus(-pos).mean() + F.softplus(neg).mean(dim=1).mean()
+
+
+class BPR(nn.Module):
+    """Bayesian personalised ranking: -log sigmoid(pos - neg), averaged over sampled negatives."""
+
+    def __init__(self, sampler: UniformNegatives) -> None:
+        super().__init__()
+        self.sampler = sampler
+
+    def forward(self, hidden: Tensor, targets: Tensor, decoder: Decoder) -> Tensor:
+        negatives = self.sampler(targets, decoder.num_items)  # (M, K)
+        pos = decoder.score_items(hidden, targets.unsqueeze(1)).float()  # (M, 1)
+        neg = decoder.score_items(hidden, negatives).float()  # (M, K)
+        return -F.logsigmoid(pos - neg).mean()

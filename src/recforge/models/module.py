@@ -1,0 +1,105 @@
+"""LightningModule for next-item prediction; receives its parts already built (no config inside)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from recforge.errors import RecforgeError
+from recforge.evaluation.ranking import RankAccumulator, rank_targets
+from recforge.models.encoders.base import SequenceEncoder
+from recforge.models.encoders.popularity import FitsData
+
+
+class NextItemModule(L.LightningModule):
+    """Loss at every position of each training window; full ranking for validation and test."""
+
+    def __init__(
+        self,
+        encoder: SequenceEncoder,
+        decoder: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        ks: tuple[int, ...] = (5, 10, 20),
+        mask_history: bool = True,
+    ) -> None:
+        super().__init__()
+        self.encoder, self.decoder, self.loss = encoder, decoder, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.mask_history = mask_history
+        self.val_ranks, self.test_ranks = RankAccumulator(list(ks)), RankAccumulator(list(ks))
+        self._loss_sum = torch.zeros(())
+        self.val_history: list[tuple[int, dict[str, float]]] = []  # (epoch, float64 metrics) per validation
+        self.test_metrics: dict[str, float] = {}
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.parameters())
+
+    def setup(self, stage: str) -> None:
+        counts = self.trainer.datamodule.item_counts  # type: ignore[union-attr]
+        for part in self.modules():
+            if isinstance(part, FitsData):
+                part.fit_data(counts)
+
+    # ---- training -------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        inputs, targets = self.encoder.training_pairs(batch["items"])  # (B, L), (B, L)
+        hidden = self.encoder(inputs)  # (B, L, H)
+        valid = targets > 0  # (B, L)
+        loss = self.loss(hidden[valid], targets[valid], self.decoder)  # hidden[valid]: (M, H)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=int(valid.sum()))
+        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach()
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        total = float(self._loss_sum)  # one host sync per epoch, not per step
+        self._loss_sum = torch.zeros(())
+        if not math.isfinite(total):
+            raise RecforgeError(
+                f"training loss became {total} in epoch {self.current_epoch}; lower optimizer.lr or check the data."
+            )
+
+    # ---- evaluation -----------------------------------------------------------------------------------
+    def score(self, recent: Tensor) -> Tensor:
+        """Scores over all item ids for the next item after ``recent`` (B, L) -> (B, N+1), float32."""
+        hidden = self.encoder(self.encoder.inference_input(recent))[:, -1]  # (B, H)
+        return self.decoder(hidden).float()
+
+    def _rank(self, batch: dict[str, Tensor]) -> Tensor:
+        scores = self.score(batch["input"])  # (B, N+1)
+        history = batch["history"] if self.mask_history else None
+        return rank_targets(scores, batch["target"], history)  # (B,)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.val_ranks.update(batch["index"], self._rank(batch))
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.test_ranks.update(batch["index"], self._rank(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._log_ranks("val", self.val_ranks)
+        if not self.trainer.sanity_checking:
+            self.val_history.append((self.current_epoch, metrics))
+
+    def on_test_epoch_end(self) -> None:
+        self.test_metrics = self._log_ranks("test", self.test_ranks)
+
+    def _log_ranks(self, stage: str, acc: RankAccumulator) -> dict[str, float]:
+        metrics = acc.compute()  # float64, over unique samples of every process
+        acc.reset()
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=False, sync_dist=False)
+        return metrics
+
+    # ---- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,115 @@
+"""recforge-train: compose the config -> build data and parts -> fit -> test on the best checkpoint -> write.
+
+Returns the configured objective (default ``val/ndcg@10``) so Hydra sweepers can optimise it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from recforge.cli import user_errors
+from recforge.data.datamodule import SequenceDataModule
+from recforge.models.module import NextItemModule
+from recforge.runinfo import run_info, write_json
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
+    """Instantiate the datamodule (and read its data), then the parts sized by it, then the module."""
+    datamodule: SequenceDataModule = instantiate(cfg.dataset)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    embedder = instantiate(cfg.item_embedder, num_items=datamodule.num_items)
+    module = NextItemModule(
+        encoder=instantiate(cfg.encoder, item_embedder=embedder),
+        decoder=instantiate(cfg.decoder, item_embedder=embedder),
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        ks=tuple(cfg.evaluation.ks),
+        mask_history=cfg.evaluation.mask_history,
+    )
+    return datamodule, module
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    cb = trainer.checkpoint_callback
+    return getattr(cb, "best_model_path", None) or None
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """One run; writes run_info.json, config.yaml, dataset_stats.json and metrics.json in the run dir."""
+    out = Path(cfg.paths.output_dir)
+    write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, module = build(cfg)
+    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    write_json(out / "dataset_stats.json", datamodule.stats)
+    trainer = build_trainer(cfg)
+    started = time.perf_counter()
+    ckpt = None
+    if module.trainable:
+        trainer.fit(module, datamodule=datamodule)
+        ckpt = best_checkpoint(trainer)
+    fit_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True) if ckpt else trainer.test(module, datamodule=datamodule)
+    test_seconds = time.perf_counter() - started
+    best_epoch, best_val = _best_validation(module, cfg.objective, cfg.objective_mode)
+    metrics = {
+        "test": module.test_metrics,
+        "val": best_val,
+        "best_epoch": best_epoch,
+        "best_checkpoint": ckpt,
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 2),
+        "test_seconds": round(test_seconds, 2),
+        "dataset": datamodule.stats,
+    }
+    if trainer.is_global_zero:
+        write_json(out / "metrics.json", metrics)
+    log.info("test metrics: %s", metrics["test"])
+    return metrics
+
+
+def _best_validation(module: NextItemModule, objective: str, mode: str) -> tuple[int | None, dict[str, float]]:
+    """(epoch, metrics) of the best validation by the objective; the first such epoch wins ties."""
+    name = objective.split("/", 1)[1]
+    if not module.val_history:
+        return None, {}
+    sign = 1.0 if mode == "max" else -1.0
+    return max(module.val_history, key=lambda em: (sign * em[1][name], -em[0]))
+
+
+def objective_value(metrics: dict[str, Any], objective: str) -> float | None:
+    stage, name = objective.split("/", 1)
+    value = metrics.get(stage, {}).get(name)
+    return float(value) if value is not None else None
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors(HydraConfig.get().runtime.output_dir):
+        torch.set_float32_matmul_precision("high")
+        metrics = train(cfg)
+        return objective_value(metrics, cfg.objective)
+
+
+if __name__ == "__main__":
+    main()
