@@ -16,11 +16,10 @@ class FitsData:
 
 
 class ConstantEncoder(SequenceEncoder):
-    """Ignores the history: a single constant hidden unit per position."""
+    """Ignores the history: a single constant hidden unit per position. Holds no parameters."""
 
     def __init__(self, item_embedder: IdEmbedding) -> None:
-        super().__init__()
-        self.item_embedder = item_embedder
+        super().__init__()  # the embedder is not kept: nothing here is trained
 
     def forward(self, items: Tensor) -> Tensor:
         """items: (B, T) -> (B, T, 1) of ones."""
