@@ -39,6 +39,12 @@ def _identity(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return batch
 
 
+def trim_left_padding(items: Tensor, keep: int = 1) -> Tensor:
+    """Drop leading columns that are padding in every row (at least ``keep`` columns stay). (B, T) -> (B, T')."""
+    longest = int((items > 0).sum(dim=1).max()) if items.numel() else 0
+    return items[:, items.shape[1] - max(longest, keep):]
+
+
 class TrainWindows(Dataset):
     """Training windows of max_len + 1 item ids, left-padded with 0."""
 
@@ -49,7 +55,7 @@ class TrainWindows(Dataset):
         return self.windows.shape[0]
 
     def __getitems__(self, index: list[int]) -> dict[str, Tensor]:
-        return {"items": self.windows[torch.as_tensor(index)]}  # (B, L+1)
+        return {"items": trim_left_padding(self.windows[torch.as_tensor(index)], keep=2)}  # (B, <= L+1)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return self.__getitems__([index])
@@ -76,7 +82,7 @@ class EvalSamples(Dataset):
         width = int(pos.max()) if len(index) else 0
         hflat = start[:, None] + torch.arange(max(width, 1))[None, :]  # (B, P)
         history = torch.where(torch.arange(max(width, 1))[None, :] < pos[:, None], self.items[hflat.clamp(max=len(self.items) - 1)], 0)
-        return {"input": inputs, "target": target, "history": history, "index": idx}
+        return {"input": trim_left_padding(inputs), "target": target, "history": history, "index": idx}
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return self.__getitems__([index])

@@ -42,7 +42,10 @@ class NextItemModule(L.LightningModule):
         return any(p.requires_grad for p in self.parameters())
 
     def setup(self, stage: str) -> None:
-        counts = self.trainer.datamodule.item_counts  # type: ignore[union-attr]
+        datamodule = self.trainer.datamodule
+        if datamodule is None:  # testing on bare dataloaders: counts come from the loaded state
+            return
+        counts = datamodule.item_counts
         for part in self.modules():
             if isinstance(part, FitsData):
                 part.fit_data(counts)

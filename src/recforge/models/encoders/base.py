@@ -36,7 +36,7 @@ class TransformerStack(nn.Module):
         hidden = item_embedder.hidden_size
         if hidden % num_heads:
             raise ValueError(f"hidden size {hidden} is not divisible by num_heads={num_heads}")
-        self.item_embedder, self.num_heads = item_embedder, num_heads
+        self.item_embedder, self.num_heads, self.max_len = item_embedder, num_heads, max_len
         self.positions = nn.Embedding(max_len, hidden)
         self.norm_in, self.norm_out = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
@@ -48,7 +48,9 @@ class TransformerStack(nn.Module):
     def forward(self, items: Tensor, allowed: Tensor) -> Tensor:
         """items: (B, T); allowed: (B, T, T) True where a query may attend to a key -> (B, T, H)."""
         B, T = items.shape
-        pos = torch.arange(T, device=items.device)  # (T,)
+        # positions count from the left of a max_len window, so a batch whose all-padding leading columns
+        # were trimmed (T < max_len) gets exactly the embeddings it would have had untrimmed
+        pos = torch.arange(self.max_len - T, self.max_len, device=items.device)  # (T,)
         x = self.dropout(self.norm_in(self.item_embedder(items) + self.positions(pos)))  # (B, T, H)
         mask = ~allowed.repeat_interleave(self.num_heads, dim=0)  # (B*heads, T, T), True = blocked
         x = self.layers(x, mask=mask)  # (B, T, H)

@@ -37,9 +37,9 @@ class BERT4Rec(SequenceEncoder):
         return inputs, torch.where(masked, seq, 0)
 
     def inference_input(self, recent: Tensor) -> Tensor:
-        """Drop the oldest item and append [MASK]. recent: (B, L) -> (B, L)."""
+        """Append [MASK], dropping the oldest column if that exceeds max_len. recent: (B, T) -> (B, <= max_len)."""
         mask = torch.full_like(recent[:, :1], self.item_embedder.mask_token)  # (B, 1)
-        return torch.cat([recent[:, 1:], mask], dim=1)
+        return torch.cat([recent, mask], dim=1)[:, -self.stack.max_len:]
 
     def forward(self, items: Tensor) -> Tensor:
         """items: (B, T) left-padded ids, possibly [MASK] -> (B, T, H)."""

@@ -1,0 +1,78 @@
+"""recforge-eval: re-test a finished run's checkpoint with the run's own resolved config.
+
+Writes ``metrics.json`` in ``<run_dir>/eval/<time>/`` and prints the metrics.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from recforge.cli import user_errors
+from recforge.errors import RecforgeError
+from recforge.runinfo import run_info, write_json
+from recforge.train import build
+
+log = logging.getLogger(__name__)
+
+
+def find_checkpoint(run_dir: Path, which: str) -> Path:
+    """Resolve ``best`` (the one non-``last`` checkpoint), ``last`` or an explicit path."""
+    if which not in ("best", "last"):
+        path = Path(which)
+    else:
+        ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+        named = [p for p in ckpts if (p.stem == "last") == (which == "last")]
+        path = named[-1] if named else run_dir / "checkpoints" / f"{which}.ckpt"
+    if not path.is_file():
+        raise RecforgeError(f"checkpoint={which}: no checkpoint file at {path.resolve()}.")
+    return path
+
+
+def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise RecforgeError(f"run_dir={run_dir}: {config.resolve()} is missing; is this a recforge-train run directory?")
+    cfg = OmegaConf.load(config)
+    cfg.merge_with_dotlist(list(overrides))
+    return cfg  # type: ignore[return-value]
+
+
+def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str], out: Path) -> dict[str, float]:
+    if split not in ("val", "test"):
+        raise RecforgeError(f"split={split} must be 'val' or 'test'.")
+    cfg = load_run_config(run_dir, overrides)
+    ckpt = find_checkpoint(run_dir, checkpoint)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, module = build(cfg)
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as exc:  # a damaged file: report it, never load half of it
+        raise RecforgeError(f"checkpoint {ckpt.resolve()} could not be read ({type(exc).__name__}); it is damaged or not a recforge checkpoint.") from exc
+    module.load_state_dict(state)
+    with open_dict(cfg):
+        cfg.trainer.default_root_dir = str(out)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], devices=1)
+    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+    trainer.test(module, dataloaders=loader)
+    metrics = module.test_metrics
+    write_json(out / "metrics.json", {"split": split, "checkpoint": str(ckpt), "metrics": metrics,
+                                      "run_info": run_info(cfg.paths.root_dir)})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    out = Path(HydraConfig.get().runtime.output_dir)
+    with user_errors(out):
+        metrics = evaluate(Path(cfg.run_dir), cfg.checkpoint, cfg.split, list(cfg.overrides), out)
+        log.info("%s metrics: %s", cfg.split, metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Tests for recforge.data.splits: leave-one-out, temporal ratio, training windows and leakage."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from recforge.data.splits import LeaveOneOut, TemporalRatio, _ranges, training_windows
+from recforge.errors import RecforgeError
+
+
+def indptr_of(lengths) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def loop_training_windows(indptr: np.ndarray, train_lengths: np.ndarray, max_len: int) -> np.ndarray:
+    """Reference: per user, windows of max_len + 1 flat indices ending at the last training item and stepping
+    back by max_len, left-padded with -1."""
+    rows = []
+    for u, n in enumerate(train_lengths.tolist()):
+        start = int(indptr[u])
+        last = start + n - 1
+        while last - start >= 1:  # at least one transition left in this window
+            rows.append([i if i >= start else -1 for i in range(last - max_len, last + 1)])
+            last -= max_len
+    return np.array(rows, dtype=np.int64).reshape(-1, max_len + 1)
+
+
+def window_transitions(windows: np.ndarray) -> list[tuple[int, int]]:
+    """(input flat index, target flat index) for every consecutive pair of real items in every window."""
+    out = []
+    for row in windows.tolist():
+        for a, b in zip(row[:-1], row[1:]):
+            if a >= 0:
+                out.append((a, b))
+    return out
+
+
+# ------------------------------------------------------------------------- LeaveOneOut
+
+
+def test_leave_one_out_hand_case():
+    split = LeaveOneOut()(np.array([5, 2, 3]))
+    # user 0 (5 items): train 0..2, val pos 3, test pos 4
+    # user 1 (2 items): cannot have train + val + test -> dropped, train length 0
+    # user 2 (3 items): train pos 0, val pos 1, test pos 2
+    assert split.train_lengths.tolist() == [3, 0, 1]
+    assert split.val.tolist() == [[0, 3], [2, 1]]
+    assert split.test.tolist() == [[0, 4], [2, 2]]
+    assert split.train_lengths.dtype == np.int64 and split.val.dtype == np.int64 and split.test.dtype == np.int64
+
+
+def test_leave_one_out_no_eligible_user():
+    with pytest.raises(RecforgeError, match="leave_one_out"):
+        LeaveOneOut()(np.array([1, 2, 2]))
+
+
+# ------------------------------------------------------------------------- TemporalRatio
+
+
+def test_temporal_ratio_length_10():
+    split = TemporalRatio(0.8, 0.1)(np.array([10]))
+    # floor(10 * 0.8) = 8 train, floor(10 * 0.1) = 1 val, 10 - 8 - 1 = 1 test
+    assert split.train_lengths.tolist() == [8]
+    assert split.val.tolist() == [[0, 8]]
+    assert split.test.tolist() == [[0, 9]]
+
+
+def test_temporal_ratio_per_user_positions():
+    split = TemporalRatio(0.6, 0.2)(np.array([10, 2, 5]))
+    # user 0: train floor(6.0) = 6, val floor(2.0) = 2 (pos 6, 7), test pos 8, 9
+    # user 1: train max(1, floor(1.2)) = 1, val max(1, floor(0.4)) = 1, 2 - 1 - 1 = 0 test -> dropped
+    # user 2: train floor(3.0) = 3, val max(1, floor(1.0)) = 1 (pos 3), test pos 4
+    assert split.train_lengths.tolist() == [6, 0, 3]
+    assert split.val.tolist() == [[0, 6], [0, 7], [2, 3]]
+    assert split.test.tolist() == [[0, 8], [0, 9], [2, 4]]
+
+
+@pytest.mark.parametrize("train,val", [(0.0, 0.1), (1.0, 0.1), (0.8, 0.0), (0.8, 0.2), (0.5, 0.6)])
+def test_temporal_ratio_rejects_bad_shares(train, val):
+    with pytest.raises(RecforgeError, match="train"):
+        TemporalRatio(train, val)
+
+
+def test_ranges_hand_case():
+    # user 0: [2, 4) -> 2, 3; user 1: empty; user 2: [0, 1) -> 0
+    assert _ranges(np.array([2, 5, 0]), np.array([4, 5, 1])).tolist() == [[0, 2], [0, 3], [2, 0]]
+
+
+# ------------------------------------------------------------------------- training_windows
+
+
+def test_training_windows_length_7_max_len_3():
+    # one user, 7 training items at flat 0..6: 6 transitions, 2 windows of 4 indices sharing one item
+    w = training_windows(indptr_of([7]), np.array([7]), 3)
+    assert w.tolist() == [[3, 4, 5, 6], [0, 1, 2, 3]]
+    # transitions 0->1, 1->2, ..., 5->6 each exactly once
+    assert Counter(window_transitions(w)) == Counter((i, i + 1) for i in range(6))
+
+
+def test_training_windows_left_padding():
+    # users with train lengths 6, 2, 1, 0 (sequence lengths 6, 3, 1, 2; flat starts 0, 6, 9, 10), max_len 3
+    w = training_windows(indptr_of([6, 3, 1, 2]), np.array([6, 2, 1, 0]), 3)
+    assert w.tolist() == [
+        [2, 3, 4, 5],  # user 0: last window ends at the last training item (flat 5)
+        [-1, 0, 1, 2],  # user 0: shares flat 2; one left pad
+        [-1, -1, 6, 7],  # user 1: 1 transition (6 -> 7), two pads; flat 8 (not training) never used
+        # user 2 (1 item, no transition) and user 3 (no training items) have no window
+    ]
+
+
+def test_training_windows_parity_with_loop():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 25, 60)
+    train_lengths = np.maximum(lengths - rng.integers(0, 3, 60), 0)
+    for max_len in (1, 2, 5, 50):
+        np.testing.assert_array_equal(
+            training_windows(indptr_of(lengths), train_lengths, max_len),
+            loop_training_windows(indptr_of(lengths), train_lengths, max_len),
+        )
+
+
+@pytest.mark.parametrize("split_fn", [LeaveOneOut(), TemporalRatio(0.7, 0.15)], ids=["loo", "ratio"])
+def test_windows_cover_training_transitions_without_leakage(split_fn):
+    rng = np.random.default_rng(42)
+    lengths = rng.integers(1, 40, 300)
+    indptr = indptr_of(lengths)
+    split = split_fn(lengths)
+    for max_len in (3, 8, 50):
+        w = training_windows(indptr, split.train_lengths, max_len)
+        assert w.shape[1] == max_len + 1
+        # padding only on the left: once a row has a real index, the rest are real and consecutive
+        for row in w.tolist():
+            real = [i for i in row if i >= 0]
+            assert row[len(row) - len(real):] == real and real == list(range(real[0], real[0] + len(real)))
+        got = Counter(window_transitions(w))
+        # expected: every consecutive pair inside each user's training part, exactly once
+        want = Counter(
+            (int(indptr[u]) + p, int(indptr[u]) + p + 1)
+            for u in range(len(lengths)) for p in range(int(split.train_lengths[u]) - 1)
+        )
+        assert got == want
+        # leakage: no window index (input or target) is a validation or test target, or beyond train part
+        held_out = {int(indptr[u]) + int(p) for u, p in np.concatenate([split.val, split.test])}
+        used = set(w[w >= 0].tolist())
+        assert not used & held_out
+        user_of = np.repeat(np.arange(len(lengths)), lengths)
+        pos_of = np.arange(indptr[-1]) - indptr[user_of]
+        assert all(pos_of[i] < split.train_lengths[user_of[i]] for i in used)
+        # validation/test targets come strictly after every training position of the same user
+        for u, p in np.concatenate([split.val, split.test]).tolist():
+            assert p >= split.train_lengths[u] and p < lengths[u]

@@ -1,0 +1,167 @@
+"""Tests for recforge.evaluation.ranking: history masking, batch-size invariance, the DDP-safe accumulator."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from recforge.evaluation.metrics import ranking_metrics
+from recforge.evaluation.ranking import RankAccumulator, mask_history, rank_targets
+
+NEG_INF = float("-inf")
+
+
+def loop_mask_history(scores: torch.Tensor, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Reference: copy, set every history id and id 0 to -inf, then put the target's own score back."""
+    out = scores.clone()
+    for b in range(scores.shape[0]):
+        t = int(targets[b])
+        for h in history[b].tolist():
+            if h != t:
+                out[b, h] = NEG_INF
+        if t != 0:
+            out[b, t] = scores[b, t]
+        out[b, 0] = NEG_INF
+    return out
+
+
+# ------------------------------------------------------------------------- mask_history
+
+
+def test_mask_history_hand_case():
+    # ids 0..5; row 0: history {2, 4} (+ padding 0), target 3; row 1: history {1, 3} and target 3 is in it
+    scores = torch.tensor([
+        [9.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        [9.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+    ])
+    history = torch.tensor([[2, 4, 0], [1, 3, 3]])
+    targets = torch.tensor([3, 3])
+    masked = mask_history(scores, history, targets)
+    expected = torch.tensor([
+        [NEG_INF, 1.0, NEG_INF, 3.0, NEG_INF, 5.0],  # 0, 2, 4 masked; target 3 kept
+        [NEG_INF, NEG_INF, 2.0, 3.0, 4.0, 5.0],  # 0, 1 masked; target 3 kept although it is in the history
+    ])
+    torch.testing.assert_close(masked, expected)
+    # the input is not modified
+    assert scores[0, 0] == 9.0 and scores[0, 2] == 2.0
+
+
+def test_mask_history_zero_padding_masked_even_without_history():
+    # history of only padding: only column 0 changes
+    scores = torch.tensor([[7.0, 1.0, 2.0]])
+    masked = mask_history(scores, torch.zeros(1, 4, dtype=torch.long), torch.tensor([2]))
+    torch.testing.assert_close(masked, torch.tensor([[NEG_INF, 1.0, 2.0]]))
+
+
+def test_mask_history_parity_with_loop():
+    g = torch.Generator().manual_seed(0)
+    B, N, P = 32, 20, 12
+    scores = torch.randn(B, N + 1, generator=g)
+    history = torch.randint(0, N + 1, (B, P), generator=g)  # includes padding 0 and repeats
+    targets = torch.randint(1, N + 1, (B,), generator=g)
+    history[::3, 0] = targets[::3]  # every third row has its target in the history
+    torch.testing.assert_close(mask_history(scores, history, targets), loop_mask_history(scores, history, targets))
+
+
+def test_rank_targets_with_and_without_history():
+    # ids 0..4, scores [10, 4, 3, 2, 1], target 3 (score 2)
+    scores = torch.tensor([[10.0, 4.0, 3.0, 2.0, 1.0]])
+    target = torch.tensor([3])
+    # no history: only column 0 is masked; 4 and 3 are higher -> rank 3
+    assert rank_targets(scores, target, None).tolist() == [3]
+    # history {1, 3}: 1 is masked, target 3 stays; only 3.0 (id 2) is higher -> rank 2
+    assert rank_targets(scores, target, torch.tensor([[1, 3]])).tolist() == [2]
+    # padding column 0 with the highest score never counts, and the input is unchanged
+    assert scores[0, 0] == 10.0
+
+
+def test_rank_targets_invariant_to_batch_size():
+    g = torch.Generator().manual_seed(3)
+    B, N, P = 50, 40, 8
+    scores = torch.randn(B, N + 1, generator=g)
+    history = torch.randint(0, N + 1, (B, P), generator=g)
+    targets = torch.randint(1, N + 1, (B,), generator=g)
+    ks = [1, 5, 10]
+    reference = None
+    for batch in (1, 7, B):
+        ranks = torch.cat([
+            rank_targets(scores[i:i + batch], targets[i:i + batch], history[i:i + batch]) for i in range(0, B, batch)
+        ])
+        metrics = ranking_metrics(ranks, ks)
+        if reference is None:
+            reference = (ranks, metrics)
+        else:
+            torch.testing.assert_close(ranks, reference[0])
+            assert metrics == reference[1]
+
+
+# ------------------------------------------------------------------------- RankAccumulator
+
+
+def test_accumulator_drops_duplicate_indices():
+    # 5 samples with ranks 1, 2, 3, 11, 4 split over 2 "processes"; DistributedSampler pads the second
+    # by repeating sample 0 -> index 0 appears twice.
+    index = torch.tensor([0, 1, 2, 3, 4])
+    ranks = torch.tensor([1, 2, 3, 11, 4])
+    one_pass = RankAccumulator([1, 10])
+    one_pass.update(index, ranks)
+
+    padded = RankAccumulator([1, 10])
+    padded.update(torch.tensor([0, 2, 4]), torch.tensor([1, 3, 4]))
+    padded.update(torch.tensor([1, 3, 0]), torch.tensor([2, 11, 1]))  # 0 repeated as padding
+    assert padded.unique_ranks().tolist() == [1, 2, 3, 11, 4]  # ordered by sample index, once each
+
+    expected = one_pass.compute()
+    # hand: HR@10 = 4/5, HR@1 = 1/5, MRR@10 = (1 + 1/2 + 1/3 + 0 + 1/4) / 5
+    assert expected["hr@10"] == pytest.approx(0.8)
+    assert expected["hr@1"] == pytest.approx(0.2)
+    assert expected["mrr@10"] == pytest.approx((1 + 0.5 + 1 / 3 + 0.25) / 5)
+    assert padded.compute() == expected
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
+def test_accumulator_empty_and_reset():
+    acc = RankAccumulator([10])
+    assert acc.unique_ranks().numel() == 0
+    assert math.isnan(acc.compute()["ndcg@10"])
+    acc.update(torch.tensor([0]), torch.tensor([1]))
+    acc.reset()
+    acc.update(torch.tensor([0]), torch.tensor([2]))  # only the post-reset rank counts: MRR = 1/2
+    assert acc.compute()["mrr@10"] == pytest.approx(0.5)
+
+
+def test_accumulator_state_as_tensor_after_sync():
+    # After a DDP sync torchmetrics replaces list states (dist_reduce_fx="cat") by one concatenated tensor.
+    # unique_ranks must handle that form: indices [0, 1, 1] with ranks [1, 2, 2] -> unique ranks [1, 2].
+    acc = RankAccumulator([10])
+    acc.index = torch.tensor([0, 1, 1])
+    acc.ranks = torch.tensor([1, 2, 2])
+    assert acc.unique_ranks().tolist() == [1, 2]
+    # a single synced sample with index 0 must still be counted (rank 1 -> HR@10 = 1, not NaN)
+    acc.index = torch.tensor([0])
+    acc.ranks = torch.tensor([1])
+    assert acc.unique_ranks().tolist() == [1]
+
+
+@pytest.fixture
+def single_process_group(tmp_path):
+    """A real gloo process group of world size 1, so Metric.compute() goes through the DDP sync path."""
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("torch.distributed unavailable or already initialised")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_accumulator_compute_under_process_group(single_process_group):
+    # Same data as test_accumulator_drops_duplicate_indices, computed with torch.distributed initialised.
+    acc = RankAccumulator([1, 10])
+    acc.update(torch.tensor([0, 2, 4]), torch.tensor([1, 3, 4]))
+    acc.update(torch.tensor([1, 3, 0]), torch.tensor([2, 11, 1]))
+    m = acc.compute()
+    assert m["hr@10"] == pytest.approx(0.8)  # 4 of 5 unique samples have rank <= 10
+    assert m["mrr@10"] == pytest.approx((1 + 0.5 + 1 / 3 + 0.25) / 5)
