@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from recforge.cli import user_errors
@@ -56,11 +57,14 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """One run; writes run_info.json, config.yaml, dataset_stats.json and metrics.json in the run dir."""
     out = Path(cfg.paths.output_dir)
-    write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
+    is_main = rank_zero_only.rank == 0  # DDP workers started by Lightning write nothing
+    if is_main:
+        write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-    write_json(out / "dataset_stats.json", datamodule.stats)
+    if is_main:
+        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+        write_json(out / "dataset_stats.json", datamodule.stats)
     trainer = build_trainer(cfg)
     started = time.perf_counter()
     ckpt = None

@@ -371,18 +371,36 @@ def _read_dat_movies(path: Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------- MovieLens
 
 
-class MovieLens100K:
+class _GroupLens:
+    """Shared by the MovieLens readers: optional download of the official zip (sha256-verified)."""
+
+    DATASET: str
+    path: Path
+    download: bool
+
+    def _fetch_if_asked(self) -> None:
+        if not self.download:
+            return
+        if self.path.name != self.DATASET:
+            raise RecforgeError(
+                f"dataset.reader.download=true needs a folder named {self.DATASET}, got {_abs(self.path)}"
+            )
+        download_movielens(self.DATASET, str(self.path.parent))
+
+
+class MovieLens100K(_GroupLens):
     """MovieLens 100K: ``u.data`` (user, item, rating, timestamp; tabs) and ``u.item``."""
 
     DATASET = "ml-100k"
     FILES = ["u.data", "u.item"]
     _FIELDS: _Fields = [("user", "id"), ("item", "id"), ("rating", "int"), ("timestamp", "int")]
 
-    def __init__(self, path: str) -> None:
-        self.path = Path(path).expanduser()
+    def __init__(self, path: str, download: bool = False) -> None:
+        self.path, self.download = Path(path).expanduser(), download
 
     def read(self) -> pd.DataFrame:
         """All ratings in file order."""
+        self._fetch_if_asked()
         check_files(self.path, self.FILES, self.DATASET, required=["u.data"])
         df = _parse_rows(_abs(self.path / "u.data"), "\t", self._FIELDS)
         return _frame(df["user"], df["item"], df["timestamp"], df["rating"])
@@ -397,7 +415,7 @@ class MovieLens100K:
         return _existing(self.path, self.FILES)
 
 
-class MovieLens1M:
+class MovieLens1M(_GroupLens):
     """MovieLens 1M: ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``) and ``movies.dat``."""
 
     DATASET = "ml-1m"
@@ -406,11 +424,12 @@ class MovieLens1M:
         ("UserID", "id"), ("MovieID", "id"), ("Rating", "int"), ("Timestamp", "int")
     ]
 
-    def __init__(self, path: str) -> None:
-        self.path = Path(path).expanduser()
+    def __init__(self, path: str, download: bool = False) -> None:
+        self.path, self.download = Path(path).expanduser(), download
 
     def read(self) -> pd.DataFrame:
         """All ratings in file order."""
+        self._fetch_if_asked()
         check_files(self.path, self.FILES, self.DATASET, required=["ratings.dat"])
         df = _parse_rows(_abs(self.path / "ratings.dat"), "::", self._FIELDS)
         return _frame(df["UserID"], df["MovieID"], df["Timestamp"], df["Rating"])
@@ -425,7 +444,7 @@ class MovieLens1M:
         return _existing(self.path, self.FILES)
 
 
-class MovieLens20M:
+class MovieLens20M(_GroupLens):
     """MovieLens 20M: ``ratings.csv`` (userId,movieId,rating,timestamp) and ``movies.csv``.
 
     Parsed with pyarrow using explicit types (seconds for 20M rows); if that
@@ -439,11 +458,12 @@ class MovieLens20M:
         ("userId", "id"), ("movieId", "id"), ("rating", "float"), ("timestamp", "int")
     ]
 
-    def __init__(self, path: str) -> None:
-        self.path = Path(path).expanduser()
+    def __init__(self, path: str, download: bool = False) -> None:
+        self.path, self.download = Path(path).expanduser(), download
 
     def read(self) -> pd.DataFrame:
         """All ratings in file order."""
+        self._fetch_if_asked()
         check_files(self.path, self.FILES, self.DATASET, required=["ratings.csv"])
         path = _abs(self.path / "ratings.csv")
         _check_header(path, self._HEADER)

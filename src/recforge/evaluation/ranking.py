@@ -40,10 +40,7 @@ class RankAccumulator(Metric):
 
     def unique_ranks(self) -> Tensor:
         """Ranks of each sample once, ordered by sample index."""
-        if not self.index or (isinstance(self.index, list) and len(self.index) == 0):
-            return torch.empty(0, dtype=torch.long)
-        index = torch.cat(self.index) if isinstance(self.index, list) else self.index
-        ranks = torch.cat(self.ranks) if isinstance(self.ranks, list) else self.ranks
+        index, ranks = _as_tensor(self.index), _as_tensor(self.ranks)  # lists before a DDP sync, tensors after
         order = torch.argsort(index, stable=True)
         index, ranks = index[order], ranks[order]
         first = torch.ones_like(index, dtype=torch.bool)
@@ -52,6 +49,12 @@ class RankAccumulator(Metric):
 
     def compute(self) -> dict[str, float]:  # type: ignore[override]
         return ranking_metrics(self.unique_ranks(), self.ks)
+
+
+def _as_tensor(state: list[Tensor] | Tensor) -> Tensor:
+    if isinstance(state, Tensor):
+        return state
+    return torch.cat(state) if state else torch.empty(0, dtype=torch.long)
 
 
 def rank_targets(scores: Tensor, targets: Tensor, history: Tensor | None) -> Tensor:

@@ -1,0 +1,281 @@
+"""Tests for recforge.data.datamodule: windows and evaluation batches on a hand-made dataset, item counts,
+the on-disk cache (hit, damaged file rebuilt) and the errors of over-filtering."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recforge.data.datamodule import EvalSamples, SequenceDataModule, TrainWindows, _load_cache
+from recforge.data.splits import LeaveOneOut, TemporalRatio
+from recforge.errors import RecforgeError
+
+
+class InMemoryReader:
+    """Reader-protocol stand-in holding its rows (user, item, timestamp, rating) in memory."""
+
+    def __init__(self, rows: list[tuple]) -> None:
+        self.rows = tuple(rows)
+
+    def read(self) -> pd.DataFrame:
+        df = pd.DataFrame(list(self.rows), columns=["user", "item", "timestamp", "rating"])
+        df["timestamp"] = df["timestamp"].astype(np.int64)
+        df["rating"] = df["rating"].astype(np.float64)
+        return df
+
+    def item_text(self) -> None:
+        return None
+
+    def source_files(self) -> list:
+        return []
+
+
+# u1: a b c d e f g (ts 1..7, given out of order), u2: b c, u3: c h a
+# item ids by first appearance in (user, time) order: a=1 b=2 c=3 d=4 e=5 f=6 g=7 h=8
+ROWS = [
+    ("u1", "c", 3, 4.0), ("u1", "a", 1, 5.0), ("u1", "b", 2, 3.0), ("u1", "g", 7, 1.0),
+    ("u3", "c", 1, 5.0), ("u3", "h", 2, 2.0), ("u3", "a", 3, 4.0),
+    ("u1", "e", 5, 4.0), ("u1", "d", 4, 2.0), ("u1", "f", 6, 5.0),
+    ("u2", "b", 1, 1.0), ("u2", "c", 2, 2.0),
+]
+
+
+def make_dm(tmp_path: Path | None = None, rows=ROWS, name: str = "tiny", **kwargs) -> SequenceDataModule:
+    kwargs.setdefault("split", LeaveOneOut())
+    kwargs.setdefault("max_len", 3)
+    return SequenceDataModule(name=name, reader=InMemoryReader(rows),
+                              cache_dir=str(tmp_path / "cache") if tmp_path else None, **kwargs)
+
+
+def left_pad(batch: torch.Tensor, width: int) -> torch.Tensor:
+    """Left-pad (B, T) with 0 to (B, width). Batches may drop leading columns that are padding in every row
+    (trim_left_padding), so content is compared after padding back to the full window width."""
+    assert batch.shape[1] <= width
+    return torch.cat([torch.zeros(batch.shape[0], width - batch.shape[1], dtype=batch.dtype), batch], dim=1)
+
+
+def count_builds(dm: SequenceDataModule) -> list:
+    calls: list = []
+    original = dm._build
+
+    def wrapped():
+        calls.append(1)
+        return original()
+
+    dm._build = wrapped  # type: ignore[method-assign]
+    return calls
+
+
+# ------------------------------------------------------------------------- sequences, windows, samples
+
+
+def test_sequences_of_tiny_dataset():
+    dm = make_dm()
+    seqs = dm.load_sequences()
+    assert seqs.user_ids.tolist() == ["u1", "u2", "u3"]
+    assert seqs.item_ids.tolist() == ["", "a", "b", "c", "d", "e", "f", "g", "h"]
+    # u1: 1..7, u2: b c = 2 3, u3: c h a = 3 8 1
+    assert seqs.items.tolist() == [1, 2, 3, 4, 5, 6, 7, 2, 3, 3, 8, 1]
+    assert seqs.indptr.tolist() == [0, 7, 9, 12]
+    assert dm.num_items == 8
+    # 3 users, 8 items, 12 interactions: density 12 / 24 = 0.5, mean length 4, max 7
+    assert dm.stats == {"users": 3, "items": 8, "interactions": 12, "density": 0.5,
+                        "mean_length": 4.0, "max_length": 7}
+
+
+def test_train_windows_tensor():
+    dm = make_dm()
+    dm.setup("fit")
+    # LeaveOneOut on lengths [7, 2, 3]: train lengths [5, 0, 1]
+    # u1 train items 1..5 (4 transitions), max_len 3 -> windows [2,3,4,5] and [pad,pad,1,2]
+    # u2 (dropped) and u3 (one training item, no transition) give no window
+    assert isinstance(dm.train_set, TrainWindows)
+    assert dm.train_set.windows.dtype == torch.int64
+    assert dm.train_set.windows.tolist() == [[2, 3, 4, 5], [0, 0, 1, 2]]
+    assert len(dm.train_set) == 2
+    assert left_pad(dm.train_set.__getitems__([1, 0])["items"], 4).tolist() == [[0, 0, 1, 2], [2, 3, 4, 5]]
+    # a batch of the padded window alone may be trimmed, but keeps at least its 2 real items
+    alone = dm.train_set.__getitems__([1])["items"]
+    assert alone.shape[1] >= 2 and left_pad(alone, 4).tolist() == [[0, 0, 1, 2]]
+    assert dm.stats["train_windows"] == 2 and dm.stats["val_samples"] == 2 and dm.stats["test_samples"] == 2
+
+
+def test_eval_samples_batches():
+    dm = make_dm()
+    dm.setup("fit")
+    # validation: (u1, pos 5) target f=6, (u3, pos 1) target h=8
+    val = dm.val_set.__getitems__([0, 1])
+    assert set(val) == {"input", "target", "history", "index"}
+    assert left_pad(val["input"], 3).tolist() == [[3, 4, 5], [0, 0, 3]]  # last 3 items before the target
+    assert val["target"].tolist() == [6, 8]
+    # history: every earlier item, right-padded with 0 to the batch's longest (5)
+    assert val["history"].tolist() == [[1, 2, 3, 4, 5], [3, 0, 0, 0, 0]]
+    assert val["index"].tolist() == [0, 1]
+    # test: (u1, pos 6) target g=7, (u3, pos 2) target a=1; requested in reverse order
+    test = dm.test_set.__getitems__([1, 0])
+    assert left_pad(test["input"], 3).tolist() == [[0, 3, 8], [4, 5, 6]]
+    assert test["target"].tolist() == [1, 7]
+    assert test["history"].tolist() == [[3, 8, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]]
+    assert test["index"].tolist() == [1, 0]
+    # a single sample at position 0 has no history: one padding column
+    single = EvalSamples(torch.tensor([4, 5]), torch.tensor([0, 2]), torch.tensor([[0, 0]]), 3)[0]
+    assert single["input"].shape[1] >= 1 and left_pad(single["input"], 3).tolist() == [[0, 0, 0]]
+    assert single["target"].tolist() == [4]
+    assert single["history"].tolist() == [[0]]
+
+
+def test_dataloaders_yield_the_same_dicts():
+    dm = make_dm(batch_size=8, eval_batch_size=1)
+    dm.setup("fit")
+    batches = list(dm.val_dataloader())
+    assert [b["index"].tolist() for b in batches] == [[0], [1]]
+    assert [b["target"].tolist() for b in batches] == [[6], [8]]
+    assert batches[1]["history"].tolist() == [[3]]  # width is the batch's own longest history
+    assert left_pad(batches[1]["input"], 3).tolist() == [[0, 0, 3]]
+    train = list(dm.train_dataloader())
+    assert len(train) == 1 and sorted(left_pad(train[0]["items"], 4).tolist()) == [[0, 0, 1, 2], [2, 3, 4, 5]]
+
+
+def test_item_counts_only_training_items():
+    dm = make_dm()
+    dm.setup("fit")
+    # training items: u1 positions 0..4 = a b c d e (1..5), u2 none (dropped), u3 position 0 = c (3)
+    # b in u2 and f, g, h (val/test targets) are not counted
+    assert dm.item_counts.tolist() == [0, 1, 1, 2, 1, 1, 0, 0, 0]
+
+
+def test_eval_samples_parity_with_loop():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 15, 40)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    items = rng.integers(1, 50, int(indptr[-1]))
+    samples = np.array([(u, p) for u in range(40) for p in range(lengths[u])])
+    max_len = 4
+    ds = EvalSamples(torch.from_numpy(items), torch.from_numpy(indptr), torch.from_numpy(samples), max_len)
+    index = rng.permutation(len(samples))[:25].tolist()
+    batch = ds.__getitems__(index)
+    width = max(1, max(int(samples[i, 1]) for i in index))
+    for row, i in enumerate(index):
+        u, p = samples[i]
+        seq = items[indptr[u]:indptr[u + 1]].tolist()
+        before = seq[:p]
+        want_input = ([0] * max_len + before)[-max_len:]
+        want_history = before + [0] * (width - len(before))
+        assert left_pad(batch["input"][row:row + 1], max_len)[0].tolist() == want_input
+        assert batch["history"][row].tolist() == want_history
+        assert int(batch["target"][row]) == seq[p]
+        assert int(batch["index"][row]) == i
+
+
+def test_temporal_ratio_split_through_datamodule():
+    # u1 (7 items): floor(4.2) = 4 train, floor(1.4) = 1 val (pos 4 = e = 5), test pos 5, 6 (f = 6, g = 7)
+    # u2 (2 items): max(1, floor(1.2)) = 1 train + max(1, floor(0.4)) = 1 val leaves no test -> dropped
+    # u3 (3 items): 1 train, 1 val (pos 1 = h = 8), 1 test (pos 2 = a = 1)
+    dm = make_dm(split=TemporalRatio(0.6, 0.2))
+    dm.setup("fit")
+    assert dm.val_set.__getitems__([0, 1])["target"].tolist() == [5, 8]
+    assert dm.test_set.__getitems__([0, 1, 2])["target"].tolist() == [6, 7, 1]
+    # u1 train 1..4 (3 transitions, one window [1,2,3,4]); u3 train 1 item -> no window
+    assert dm.train_set.windows.tolist() == [[1, 2, 3, 4]]
+
+
+# ------------------------------------------------------------------------- cache
+
+
+def assert_same_sequences(a, b) -> None:
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.ratings, b.ratings)
+    assert a.user_ids.tolist() == b.user_ids.tolist()
+    assert a.item_ids.tolist() == b.item_ids.tolist()
+
+
+def test_cache_round_trip(tmp_path):
+    first = make_dm(tmp_path)
+    built = count_builds(first)
+    seqs = first.load_sequences()
+    assert len(built) == 1
+    files = list((tmp_path / "cache").glob("tiny-*.npz"))
+    assert len(files) == 1
+    assert not list((tmp_path / "cache").glob("*.tmp"))  # temp file renamed away
+
+    second = make_dm(tmp_path)  # a fresh reader with the same rows -> the same cache key
+    rebuilt = count_builds(second)
+    cached = second.load_sequences()
+    assert rebuilt == []  # loaded from the .npz, not rebuilt
+    assert_same_sequences(seqs, cached)
+    assert second.stats == first.stats
+
+    # different preprocessing options -> a different key, so a second file
+    third = make_dm(tmp_path, min_rating=2.0)
+    third_built = count_builds(third)
+    third.load_sequences()
+    assert len(third_built) == 1
+    assert len(list((tmp_path / "cache").glob("tiny-*.npz"))) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "bitflip", "inconsistent"])
+def test_damaged_cache_is_rebuilt(tmp_path, damage):
+    reference = make_dm(tmp_path).load_sequences()
+    path = next((tmp_path / "cache").glob("tiny-*.npz"))
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip file at all" * 20)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "bitflip":
+        # flip a byte inside the stored items array: item ids 1..7 of u1 are stored as int64 [1, 2, 3, ...]
+        offset = raw.find(np.array([1, 2, 3], dtype=np.int64).tobytes())
+        assert offset > 0
+        flipped = bytearray(raw)
+        flipped[offset + 8] ^= 0x40  # 2 -> 66
+        path.write_bytes(bytes(flipped))
+    else:
+        # a readable file whose CSR does not match its items (indptr[-1] = 99 != 12)
+        np.savez(path, items=reference.items, indptr=np.array([0, 7, 9, 99]), ratings=reference.ratings,
+                 user_ids=reference.user_ids.astype(str), item_ids=reference.item_ids.astype(str))
+
+    dm = make_dm(tmp_path)
+    built = count_builds(dm)
+    seqs = dm.load_sequences()
+    assert len(built) == 1  # damage detected -> rebuilt from the reader
+    assert_same_sequences(reference, seqs)
+    # and the cache file has been rewritten in good shape
+    assert_same_sequences(reference, _load_cache(path))
+
+
+# ------------------------------------------------------------------------- errors
+
+
+def test_min_rating_leaving_nothing_names_the_dataset():
+    dm = make_dm(name="tiny-ratings", min_rating=6.0)  # every rating is <= 5
+    with pytest.raises(RecforgeError, match="dataset 'tiny-ratings'.*min_rating=6.0"):
+        dm.load_sequences()
+
+
+def test_k_core_leaving_nothing_names_the_dataset(tmp_path):
+    dm = make_dm(tmp_path, name="tiny-kcore", user_k=8)  # the longest user has 7 items
+    with pytest.raises(RecforgeError, match="dataset 'tiny-kcore'.*user_k=8"):
+        dm.setup("fit")
+    assert not list(tmp_path.rglob("*.npz"))  # nothing was cached
+
+
+def test_max_len_below_two_rejected():
+    with pytest.raises(RecforgeError, match="max_len=1"):
+        make_dm(max_len=1)
+
+
+def test_min_rating_and_k_core_through_datamodule():
+    # min_rating 3 drops (u1,b,3.0 kept), (u1,g,1.0), (u1,d,2.0), (u3,h,2.0), (u2,b,1.0), (u2,c,2.0)
+    # left: u1: a(1) b(2) c(3) e(5) f(6); u3: c(1) a(3); item_k=2 keeps items seen >= 2 times: a, c
+    #   pass 1 counts: a=2, b=1, c=2, e=1, f=1 -> drop b, e, f; u1: a c, u3: c a
+    #   pass 2: users 2 and 2, items a=2, c=2 -> stable
+    dm = make_dm(min_rating=3.0, item_k=2)
+    seqs = dm.load_sequences()
+    assert seqs.user_ids.tolist() == ["u1", "u3"]
+    assert seqs.item_ids[seqs.items].tolist() == ["a", "c", "c", "a"]

@@ -1,0 +1,490 @@
+"""Every option of every config group composes and builds what it should.
+
+Options are discovered from the YAML files under ``recforge/conf/<group>/`` (nested groups such as
+``dataset/split`` included), so a new option file is covered without editing this module. A new *group*
+fails :func:`test_option_composes_and_builds` until a checker is added to ``CHECKERS``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import get_class, get_object, instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.strategies import DDPStrategy
+from omegaconf import DictConfig, OmegaConf
+
+import recforge
+from recforge.data.datamodule import SequenceDataModule
+from recforge.data.splits import LeaveOneOut, Split, TemporalRatio
+from recforge.errors import RecforgeError
+from recforge.models.decoders import DotProduct
+from recforge.models.embedders import IdEmbedding
+from recforge.models.encoders.bert4rec import BERT4Rec
+from recforge.models.encoders.gru4rec import GRU4Rec
+from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
+from recforge.models.encoders.sasrec import SASRec
+from recforge.models.losses import BPR, CrossEntropy, SampledBCE
+from recforge.models.samplers import UniformNegatives
+from recforge.models.schedules import WarmupCosine
+from recforge.train import build, build_trainer
+
+PROJECT = Path(__file__).resolve().parents[1]
+CONF = Path(recforge.__file__).resolve().parent / "conf"
+SHARED_DATA = Path(os.environ.get("RECFORGE_DATA", PROJECT.parent / "shared" / "data"))
+
+# tiny synthetic data: builds in well under a second
+TINY = [
+    "dataset.reader.num_users=120", "dataset.reader.num_items=60", "dataset.reader.max_length=20",
+    "dataset.max_len=10", "dataset.batch_size=32", "hidden_size=16",
+]
+
+
+def discover_options() -> list[tuple[str, str]]:
+    """(group, option) for every YAML file below conf/<group>/ (group may be nested, e.g. dataset/split)."""
+    found = []
+    for path in sorted(CONF.rglob("*.yaml")):
+        rel = path.relative_to(CONF)
+        if len(rel.parts) < 2:  # train.yaml itself
+            continue
+        found.append((rel.parent.as_posix(), path.stem))
+    return found
+
+
+OPTIONS = discover_options()
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models on 2 shared cores run far faster single-threaded (no OpenMP spin contention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def compose_raw(*overrides: str, hydra_cfg: bool = False) -> DictConfig:
+    """Compose train.yaml without redirecting paths (for checks of the paths/hydra groups themselves)."""
+    with initialize_config_module("recforge.conf", version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra_cfg)
+
+
+def targets(node: Any) -> list[str]:
+    """Every ``_target_`` string in a (unresolved) config tree."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            found.append(node["_target_"])
+        for value in node.values():
+            found += targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += targets(value)
+    return found
+
+
+def entries(node: DictConfig | None) -> dict[str, DictConfig]:
+    """Non-null entries of a dict group such as logger or callbacks."""
+    return {k: v for k, v in (node or {}).items() if v}
+
+
+# ------------------------------------------------------------------------------------------- discovery
+
+
+def test_discovery_finds_every_known_group_and_option():
+    by_group: dict[str, set[str]] = {}
+    for group, option in OPTIONS:
+        by_group.setdefault(group, set()).add(option)
+    assert by_group["encoder"] >= {"sasrec", "bert4rec", "gru4rec", "popularity"}
+    assert by_group["dataset"] >= {"synthetic", "csv", "ml-100k", "ml-1m", "ml-20m", "beauty", "lastfm", "sports",
+                                   "toys", "yelp"}
+    assert by_group["dataset/split"] >= {"leave_one_out", "temporal_ratio"}
+    assert by_group["loss"] >= {"ce", "bce", "bpr"}
+    assert by_group["optimizer"] >= {"adam", "adamw", "sgd"}
+    assert by_group["scheduler"] >= {"none", "warmup_cosine"}
+    assert by_group["trainer"] >= {"cpu", "gpu", "ddp"}
+    assert by_group["logger"] >= {"csv", "tensorboard", "wandb", "many", "none"}
+    assert by_group["callbacks"] >= {"default", "none"}
+    assert by_group["decoder"] >= {"dot", "popularity"}
+    assert by_group["item_embedder"] >= {"id"}
+
+
+# ------------------------------------------------------------------------------------------- datasets
+
+
+def _s3rec_stats(path: Path) -> dict[str, int]:
+    """Users, items and interactions of an S3-Rec file counted directly from its text."""
+    users, interactions, items = 0, 0, set()
+    for line in path.read_text().splitlines():
+        tokens = line.split()
+        if tokens:
+            users += 1
+            interactions += len(tokens) - 1
+            items.update(tokens[1:])
+    return {"users": users, "items": len(items), "interactions": interactions}
+
+
+KNOWN_REAL_STATS = {"ml-100k": {"users": 943, "items": 1682, "interactions": 100000}}
+
+
+def check_dataset(option: str, compose_train, tmp_path: Path) -> None:
+    base = compose_train(f"dataset={option}")
+    assert base.dataset.name == option
+    assert base.dataset._target_ == "recforge.data.datamodule.SequenceDataModule"
+    reader = base.dataset.reader
+
+    if base.dataset.root is None:  # generated data (synthetic): build it tiny
+        cfg = compose_train(f"dataset={option}", *TINY)
+        dm = instantiate(cfg.dataset)
+        assert isinstance(dm, SequenceDataModule) and dm.max_len == 10 and dm.batch_size == 32
+        dm.prepare_data()
+        dm.setup("fit")
+        raw = instantiate(cfg.dataset.reader).read()
+        assert dm.stats["users"] == 120 == raw["user"].nunique()
+        assert dm.stats["items"] == raw["item"].nunique() <= 60
+        assert dm.stats["interactions"] == len(raw)
+        assert dm.stats["test_samples"] == dm.stats["val_samples"] == 120  # leave-one-out: one per user
+        return
+
+    if OmegaConf.is_missing(reader, "path"):  # generic table (csv): give it a tiny file
+        rows = ["user_id,item_id,timestamp"]
+        rows += [f"u{u},i{i},{100 * u + i}" for u in range(8) for i in range(6)]  # 8 users x 6 items
+        rows += ["lonely,i0,1", "lonely,i1,2"]  # 2 interactions: removed by the default user 5-core
+        csv_path = tmp_path / "interactions.csv"
+        csv_path.write_text("\n".join(rows) + "\n")
+        cfg = compose_train(f"dataset={option}", f"dataset.reader.path={csv_path}")
+        dm = instantiate(cfg.dataset)
+        dm.prepare_data()
+        assert {k: dm.stats[k] for k in ("users", "items", "interactions")} == {
+            "users": 8, "items": 6, "interactions": 48}
+        return
+
+    # a real-file dataset: the reader path hangs off dataset.root
+    cfg = compose_train(f"dataset={option}", f"dataset.root={SHARED_DATA}")
+    path = Path(cfg.dataset.reader.path)
+    assert str(path).startswith(str(SHARED_DATA)), path
+    get_class(cfg.dataset.reader._target_)
+    dm = instantiate(cfg.dataset)
+    assert isinstance(dm, SequenceDataModule) and dm.root == str(SHARED_DATA)
+    if not path.exists():
+        # data absent here: the composed path must be the one named in the user error
+        with pytest.raises(RecforgeError) as err:
+            dm.prepare_data()
+        assert str(path.resolve()) in str(err.value)
+        return
+    dm.prepare_data()
+    counted = {k: dm.stats[k] for k in ("users", "items", "interactions")}
+    if option in KNOWN_REAL_STATS:
+        assert counted == KNOWN_REAL_STATS[option]
+    elif path.is_file() and cfg.dataset.reader._target_.endswith("S3RecSequences"):
+        assert counted == _s3rec_stats(path)
+    else:
+        assert counted["users"] > 0 and counted["items"] > 0 and counted["interactions"] >= counted["users"]
+
+
+def check_split(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"dataset/split={option}")
+    split_fn = instantiate(cfg.dataset.split)
+    assert type(split_fn) is get_class(cfg.dataset.split._target_)
+    lengths = np.array([10, 20, 2], dtype=np.int64)
+    split = split_fn(lengths)
+    assert isinstance(split, Split)
+    # generic: train / val / test targets partition each kept user's sequence, in time order
+    for u, n in enumerate(lengths):
+        val = split.val[split.val[:, 0] == u, 1]
+        test = split.test[split.test[:, 0] == u, 1]
+        if split.train_lengths[u] == 0:
+            continue
+        assert val.min() >= split.train_lengths[u] and (test.size == 0 or test.min() > val.max())
+        assert test.max() == n - 1
+    expected = {
+        LeaveOneOut: ([8, 18, 0], [[0, 8], [1, 18]], [[0, 9], [1, 19]]),
+        TemporalRatio: ([8, 16, 0], [[0, 8], [1, 16], [1, 17]], [[0, 9], [1, 18], [1, 19]]),
+    }
+    if type(split_fn) in expected:
+        train, val, test = expected[type(split_fn)]
+        assert split.train_lengths.tolist() == train
+        assert split.val.tolist() == val
+        assert split.test.tolist() == test
+
+
+# ------------------------------------------------------------------------------------------- model parts
+
+KNOWN_ENCODERS = {
+    "sasrec": (SASRec, DotProduct, True),
+    "bert4rec": (BERT4Rec, DotProduct, True),
+    "gru4rec": (GRU4Rec, DotProduct, True),
+    "popularity": (ConstantEncoder, PopularityScores, False),
+}
+
+
+def _check_built(cfg: DictConfig) -> tuple[SequenceDataModule, Any]:
+    dm, module = build(cfg)
+    assert type(module.encoder) is get_class(cfg.encoder._target_)
+    assert type(module.decoder) is get_class(cfg.decoder._target_)
+    assert module.decoder.num_items == dm.num_items
+    batch = dm.test_set.__getitems__(list(range(5)))
+    module.eval()
+    with torch.no_grad():
+        scores = module.score(batch["input"])
+    assert scores.shape == (5, dm.num_items + 1) and scores.dtype == torch.float32
+    assert torch.isneginf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+    return dm, module
+
+
+def check_encoder(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"encoder={option}", *TINY)
+    _, module = _check_built(cfg)
+    if option in KNOWN_ENCODERS:
+        enc, dec, trainable = KNOWN_ENCODERS[option]
+        assert type(module.encoder) is enc and type(module.decoder) is dec
+        assert module.trainable is trainable
+    if module.trainable:
+        assert module.encoder.item_embedder.hidden_size == 16
+
+
+def check_decoder(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"decoder={option}", *TINY)
+    _, module = _check_built(cfg)
+    known = {"dot": DotProduct, "popularity": PopularityScores}
+    if option in known:
+        assert type(module.decoder) is known[option]
+    if isinstance(module.decoder, DotProduct):  # weights tied with the encoder's input table
+        assert module.decoder.item_embedder is module.encoder.item_embedder
+
+
+def check_item_embedder(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"item_embedder={option}", *TINY)
+    dm, module = _check_built(cfg)
+    embedder = module.encoder.item_embedder
+    assert type(embedder) is get_class(cfg.item_embedder._target_)
+    assert embedder is module.decoder.item_embedder
+    if option == "id":
+        assert isinstance(embedder, IdEmbedding)
+        assert tuple(embedder.table.weight.shape) == (dm.num_items + 2, 16)  # + padding + [MASK]
+        assert torch.count_nonzero(embedder.table.weight[0]) == 0
+
+
+def check_loss(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"loss={option}")
+    loss = instantiate(cfg.loss)
+    assert type(loss) is get_class(cfg.loss._target_)
+    # with all-zero hidden states every real item scores 0: the values are known in closed form
+    decoder = DotProduct(IdEmbedding(num_items=10, hidden_size=4))
+    hidden, tgt = torch.zeros(6, 4), torch.tensor([1, 2, 3, 4, 5, 10])
+    value = float(loss(hidden, tgt, decoder).detach())
+    assert math.isfinite(value)
+    known = {"ce": (CrossEntropy, math.log(10)), "bce": (SampledBCE, 2 * math.log(2)), "bpr": (BPR, math.log(2))}
+    if option in known:
+        cls, expected = known[option]
+        assert type(loss) is cls
+        assert value == pytest.approx(expected, rel=1e-6)
+    if isinstance(loss, (SampledBCE, BPR)):
+        assert isinstance(loss.sampler, UniformNegatives) and loss.sampler.num_negatives == 1
+    if isinstance(loss, CrossEntropy):
+        assert loss.label_smoothing == 0.0
+
+
+KNOWN_OPTIMIZERS = {
+    "adam": (torch.optim.Adam, {"lr": 0.001, "weight_decay": 0.0}),
+    "adamw": (torch.optim.AdamW, {"lr": 0.001, "weight_decay": 0.01}),
+    "sgd": (torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0}),
+}
+
+
+def check_optimizer(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"optimizer={option}")
+    factory = instantiate(cfg.optimizer)
+    assert callable(factory) and not isinstance(factory, torch.optim.Optimizer)  # a partial
+    opt = factory(params=[torch.nn.Parameter(torch.zeros(3))])
+    assert type(opt) is get_class(cfg.optimizer._target_)
+    assert opt.param_groups[0]["lr"] == cfg.optimizer.lr
+    if option in KNOWN_OPTIMIZERS:
+        cls, values = KNOWN_OPTIMIZERS[option]
+        assert type(opt) is cls
+        for key, value in values.items():
+            assert opt.param_groups[0][key] == value, key
+
+
+def check_scheduler(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"scheduler={option}")
+    if not cfg.get("scheduler"):
+        assert option == "none"
+        _, module = build(compose_train(f"scheduler={option}", *TINY))
+        assert module.scheduler_factory is None
+        return
+    factory = instantiate(cfg.scheduler)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))], lr=0.01)
+    sched = factory(optimizer=opt, total_steps=1000)
+    assert type(sched) is get_class(cfg.scheduler._target_)
+    if option == "warmup_cosine":
+        assert isinstance(sched, WarmupCosine)
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.01 / 100)  # step 0 of 100 warm-up steps
+        lrs = {}
+        for step in range(1, 1001):
+            opt.step()
+            sched.step()
+            lrs[step] = opt.param_groups[0]["lr"]
+        assert lrs[100] == pytest.approx(0.01)  # end of warm-up: full lr
+        assert lrs[550] == pytest.approx(0.005)  # half way through the cosine
+        assert lrs[1000] == pytest.approx(0.0, abs=1e-12)  # min_ratio 0
+
+
+KNOWN_TRAINERS = {
+    "cpu": {"accelerator": "cpu", "devices": 1, "precision": "32-true"},
+    "gpu": {"accelerator": "gpu", "devices": 1, "precision": "16-mixed"},
+    "ddp": {"accelerator": "auto", "devices": 2, "precision": "32-true", "strategy": "ddp",
+            "use_distributed_sampler": True},
+}
+
+
+def check_trainer(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"trainer={option}")
+    for key, value in KNOWN_TRAINERS.get(option, {}).items():
+        assert cfg.trainer[key] == value, key
+    runnable_here = cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1
+    kwargs = {} if runnable_here else {"accelerator": "cpu", "devices": 1}
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False, **kwargs)
+    assert isinstance(trainer, L.Trainer)
+    assert isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices == 1
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+    assert Path(trainer.default_root_dir) == Path(cfg.paths.output_dir)
+    composed = str(cfg.trainer.precision)
+    # Lightning has no fp16 AMP on CPU and substitutes bf16
+    allowed = {composed, "bf16-mixed"} if composed == "16-mixed" else {composed}
+    assert trainer.precision in allowed
+    if cfg.trainer.get("strategy") == "ddp":
+        assert isinstance(trainer.strategy, DDPStrategy)
+
+
+KNOWN_LOGGERS = {
+    "csv": {"csv": CSVLogger},
+    "tensorboard": {"tensorboard": TensorBoardLogger},
+    "wandb": {"wandb": WandbLogger},
+    "many": {"csv": CSVLogger, "tensorboard": TensorBoardLogger, "wandb": WandbLogger},
+    "none": {},
+}
+
+
+def check_logger(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"logger={option}", "callbacks=none")
+    built = {name: instantiate(c) for name, c in entries(cfg.get("logger")).items()}
+    for name, logger in built.items():
+        assert type(logger) is get_class(cfg.logger[name]._target_)
+    if option in KNOWN_LOGGERS:
+        assert {n: type(v) for n, v in built.items()} == KNOWN_LOGGERS[option]
+    if "wandb" in built:
+        assert cfg.logger.wandb.offline is True
+        assert built["wandb"]._offline is True
+    if "csv" in built:
+        assert Path(built["csv"].log_dir) == Path(cfg.paths.output_dir) / "csv"
+    if "tensorboard" in built:
+        assert Path(built["tensorboard"].log_dir) == Path(cfg.paths.output_dir) / "tensorboard"
+    trainer = build_trainer(cfg)
+    assert [type(lg) for lg in trainer.loggers] == [type(v) for v in built.values()]
+
+
+def check_callbacks(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"callbacks={option}", "logger=none")
+    built = {name: instantiate(c) for name, c in entries(cfg.get("callbacks")).items()}
+    for name, callback in built.items():
+        assert type(callback) is get_class(cfg.callbacks[name]._target_)
+    if option == "none":
+        assert built == {}
+    if option == "default":
+        assert {n: type(v) for n, v in built.items()} == {
+            "model_checkpoint": ModelCheckpoint, "early_stopping": EarlyStopping, "progress_bar": RichProgressBar}
+        ckpt, stop = built["model_checkpoint"], built["early_stopping"]
+        assert ckpt.monitor == stop.monitor == "val/ndcg@10" and ckpt.mode == stop.mode == "max"
+        assert Path(ckpt.dirpath) == Path(cfg.paths.output_dir) / "checkpoints"
+        assert ckpt.save_top_k == 1 and ckpt.save_last is True and stop.patience == 10
+    trainer = build_trainer(cfg)
+    for callback in built.values():
+        assert any(type(c) is type(callback) for c in trainer.callbacks)
+
+
+def check_paths(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_raw(f"paths={option}")
+    if option == "default":
+        assert cfg.paths.log_dir == "outputs"
+        assert cfg.paths.cache_dir == str(tmp_path / "cache-from-env")
+        raw = OmegaConf.to_container(cfg.paths, resolve=False)
+        assert raw["output_dir"] == "${hydra:runtime.output_dir}" and raw["root_dir"] == "${hydra:runtime.cwd}"
+
+
+def check_hydra(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_raw(f"hydra={option}", hydra_cfg=True)
+    if option == "default":
+        run = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
+        sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
+        assert run.startswith("${paths.log_dir}/runs/") and "%f" in run  # microseconds: never overwritten
+        assert sweep["dir"].startswith("${paths.log_dir}/multiruns/")
+        assert sweep["subdir"] == "${hydra.job.num}_${hydra.job.override_dirname}"
+        assert cfg.hydra.job.chdir is False
+        assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["dataset.root"]
+
+
+def check_experiment(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"experiment={option}")
+    assert cfg.encoder._target_ and cfg.dataset._target_  # still a complete run configuration
+
+
+CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
+    "dataset": check_dataset,
+    "dataset/split": check_split,
+    "encoder": check_encoder,
+    "decoder": check_decoder,
+    "item_embedder": check_item_embedder,
+    "loss": check_loss,
+    "optimizer": check_optimizer,
+    "scheduler": check_scheduler,
+    "trainer": check_trainer,
+    "logger": check_logger,
+    "callbacks": check_callbacks,
+    "paths": check_paths,
+    "hydra": check_hydra,
+    "experiment": check_experiment,
+}
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_builds(group, option, compose_train, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("RECFORGE_CACHE", str(tmp_path / "cache-from-env"))  # read by paths.cache_dir
+    assert group in CHECKERS, f"config group '{group}' has no checker in tests/test_config.py: add one"
+    if group not in ("hydra", "paths"):
+        # every _target_ the composition names can be imported
+        cfg = compose_train(f"{group}={option}")
+        for target in targets(OmegaConf.to_container(cfg, resolve=False)):
+            assert get_object(target) is not None, target
+    CHECKERS[group](option, compose_train, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- console
+
+
+def test_cfg_job_through_console_script(tmp_path):
+    script = Path(sys.executable).with_name("recforge-train")
+    env = {**os.environ, "RECFORGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(script), "--cfg", "job"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "_target_: recforge.models.encoders.sasrec.SASRec" in proc.stdout
+    printed = OmegaConf.create(proc.stdout)
+    assert printed.encoder._target_ == "recforge.models.encoders.sasrec.SASRec"
+    assert printed.dataset.name == "synthetic" and printed.loss._target_ == "recforge.models.losses.CrossEntropy"
+    assert "hydra" not in printed  # job config only
+    assert not (tmp_path / "outputs").exists()  # printing the config runs nothing
