@@ -435,9 +435,37 @@ def check_hydra(option: str, compose_train, tmp_path: Path) -> None:
         assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["dataset.root"]
 
 
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value for every leaf of a plain container."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
 def check_experiment(option: str, compose_train, tmp_path: Path) -> None:
-    cfg = compose_train(f"experiment={option}")
-    assert cfg.encoder._target_ and cfg.dataset._target_  # still a complete run configuration
+    cfg = compose_train(f"experiment={option}", f"dataset.root={SHARED_DATA}")
+    source = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{option}.yaml"), resolve=False)
+    # the groups the experiment selects ...
+    for entry in source.pop("defaults", []):
+        for key, value in (entry.items() if isinstance(entry, dict) else []):
+            group = key.replace("override", "").strip().strip("/")
+            if group == "dataset":
+                assert cfg.dataset.name == value
+            elif group in ("encoder", "loss", "optimizer"):
+                expected = OmegaConf.load(CONF / group / f"{value}.yaml")
+                target = expected.get("_target_") or expected[group]._target_  # popularity is @package _global_
+                assert cfg[group]._target_ == target, group
+    # ... and every value it sets wins over the group defaults
+    for key, value in _leaves(source).items():
+        assert OmegaConf.select(cfg, key) == value, key
+    if Path(cfg.dataset.reader.get("path") or "/nonexistent").exists():
+        _, module = build(cfg)
+        assert type(module.encoder) is get_class(cfg.encoder._target_)
+        if module.trainable:
+            assert module.encoder.item_embedder.hidden_size == cfg.hidden_size
 
 
 CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {

@@ -332,3 +332,38 @@ def test_gru4rec_shape_and_left_padding_invariance():
     assert out.shape == (3, 5, 16)  # projected back from gru_size 24 to the embedding size 16
     # zero padding embeddings keep the bias-free GRU state at zero, so padding changes no real position
     torch.testing.assert_close(trimmed[0], out[0, 2:])
+
+
+# ------------------------------------------------------------------------- encoders on windows as the data module serves them
+
+
+def test_causal_training_pairs_unchanged_by_window_trimming():
+    from recforge.data.datamodule import TrainWindows
+
+    windows = torch.tensor([[0, 0, 0, 4, 5, 6], [0, 0, 0, 0, 7, 8]])  # L + 1 = 6, both left-padded
+    served = TrainWindows(windows).__getitems__([0, 1])["items"]  # may drop all-padding leading columns
+    enc = make_sasrec(max_len=5)
+
+    def transitions(batch):
+        inputs, targets = enc.training_pairs(batch)
+        return sorted((int(i), int(t)) for i, t in zip(inputs[targets > 0], targets[targets > 0]))
+
+    # hand: 4 -> 5, 5 -> 6, 7 -> 8
+    assert transitions(windows) == transitions(served) == [(4, 5), (5, 6), (7, 8)]
+
+
+def test_bert4rec_cloze_targets_unchanged_by_window_trimming():
+    # A left-padded window's first real item is the user's first training item; nothing earlier shares it, so
+    # the cloze task must be able to mask it (as it does on the full-width window, whose dropped column 0 is
+    # padding). Served batches must allow the same targets: items 4, 5, 6, 7, 8.
+    from recforge.data.datamodule import TrainWindows
+
+    windows = torch.tensor([[0, 0, 0, 4, 5, 6], [0, 0, 0, 0, 7, 8]])
+    served = TrainWindows(windows).__getitems__([0, 1])["items"]
+    enc = make_bert(max_len=5, mask_prob=0.9)
+    torch.manual_seed(0)
+    # with mask_prob 0.9 and 200 copies, every maskable item is masked at least once (miss chance 0.1^200)
+    _, full_targets = enc.training_pairs(windows.repeat(200, 1))
+    _, served_targets = enc.training_pairs(served.repeat(200, 1))
+    assert set(full_targets[full_targets > 0].tolist()) == {4, 5, 6, 7, 8}
+    assert set(served_targets[served_targets > 0].tolist()) == {4, 5, 6, 7, 8}

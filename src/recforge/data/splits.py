@@ -48,8 +48,8 @@ class TemporalRatio:
         self.train, self.val = train, val
 
     def __call__(self, lengths: np.ndarray) -> Split:
-        n_train = np.maximum(1, np.floor(lengths * self.train)).astype(np.int64)
-        n_val = np.maximum(1, np.floor(lengths * self.val)).astype(np.int64)
+        n_train = np.maximum(1, np.floor(lengths * self.train + 1e-9)).astype(np.int64)  # 1e-9: 0.57 * 100 is 56.99...
+        n_val = np.maximum(1, np.floor(lengths * self.val + 1e-9)).astype(np.int64)
         ok = lengths - n_train - n_val >= 1
         n_train, n_val = np.where(ok, n_train, 0), np.where(ok, n_val, 0)
         val = _ranges(n_train, n_train + n_val)

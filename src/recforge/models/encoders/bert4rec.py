@@ -27,7 +27,9 @@ class BERT4Rec(SequenceEncoder):
     def training_pairs(self, window: Tensor) -> tuple[Tensor, Tensor]:
         """Cloze: mask each item with mask_prob (and the last one with last_mask_prob as well, to match
         inference); every row gets at least one mask. window: (B, L+1) -> inputs (B, L), targets (B, L)."""
-        seq = window[:, 1:]  # (B, L) the first item was the last of the previous window
+        # a full window's first item is the last of the previous window (already a target there); a batch
+        # trimmed to fewer than max_len + 1 columns holds only users' earliest windows, so keep every column
+        seq = window[:, 1:] if window.shape[1] > self.stack.max_len else window  # (B, <= L)
         real = seq > 0
         masked = (torch.rand(seq.shape, device=seq.device) < self.mask_prob) & real  # (B, L)
         masked[:, -1] |= torch.rand(seq.shape[0], device=seq.device) < self.last_mask_prob

@@ -1,0 +1,231 @@
+"""End-to-end training: real fits on tiny synthetic data, run-directory records, multirun, real data."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
+from recforge.train import build, build_trainer, train
+
+PROJECT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(sys.executable).with_name("recforge-train")
+
+TINY_DATA = [
+    "dataset.reader.num_users=120", "dataset.reader.num_items=60", "dataset.reader.max_length=20",
+    "dataset.max_len=10", "dataset.batch_size=32", "hidden_size=16",
+]
+TINY = [*TINY_DATA, "callbacks.progress_bar=null", "logger=csv"]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models on 2 shared cores run far faster single-threaded (no OpenMP spin contention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def in_dir(cfg: DictConfig, out: Path) -> DictConfig:
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    return cfg
+
+
+def epoch_losses(run_dir: Path) -> dict[int, float]:
+    """train/loss per epoch from the CSV logger."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
+        return {int(r["epoch"]): float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")}
+
+
+def epoch_val(run_dir: Path, name: str) -> dict[int, float]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
+        return {int(r["epoch"]): float(r[name]) for r in csv.DictReader(fh) if r.get(name)}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def env_for(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "RECFORGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce", "bpr"])
+@pytest.mark.parametrize("encoder", ["sasrec", "bert4rec", "gru4rec"])
+def test_every_encoder_and_loss_learns(encoder, loss, compose_train, tmp_path):
+    epochs = 4
+    cfg = compose_train(f"encoder={encoder}", f"loss={loss}", f"trainer.max_epochs={epochs}", *TINY)
+    out = Path(cfg.paths.output_dir)
+    metrics = train(cfg)
+
+    losses = epoch_losses(out)
+    assert sorted(losses) == list(range(epochs))
+    assert all(math.isfinite(v) for v in losses.values())
+    assert losses[epochs - 1] < losses[0], losses
+
+    written = read_json(out / "metrics.json")
+    assert written["test"] == pytest.approx(metrics["test"], rel=1e-12)
+    ndcg = written["test"]["ndcg@10"]
+    assert 0.0 <= ndcg <= 1.0
+    assert written["test"]["hr@10"] >= ndcg  # one target: 1/log2(rank+1) <= 1 inside the top 10
+    assert written["epochs"] == epochs
+    # best epoch = the first epoch with the highest validation ndcg@10, and its checkpoint is the one tested
+    val = epoch_val(out, "val/ndcg@10")
+    best = written["best_epoch"]
+    assert isinstance(best, int) and 0 <= best < epochs
+    assert best == min(e for e, v in val.items() if v == max(val.values()))
+    assert written["val"]["ndcg@10"] == pytest.approx(val[best], rel=1e-6)
+    assert Path(written["best_checkpoint"]).name == f"epoch{best:03d}.ckpt"
+    assert Path(written["best_checkpoint"]).is_file()
+
+
+def _training_counts(cfg: DictConfig, item_ids: np.ndarray) -> np.ndarray:
+    """Training counts per internal id, computed from the raw reader output (leave-one-out: all but 2)."""
+    raw = instantiate(cfg.dataset.reader).read().sort_values(["user", "timestamp"], kind="stable")
+    counts: Counter = Counter()
+    for _, items in raw.groupby("user", sort=False)["item"]:
+        items = list(items)
+        if len(items) >= 3:
+            counts.update(items[:-2])
+    return np.array([0] + [counts[raw_id] for raw_id in item_ids[1:]], dtype=np.float64)
+
+
+def test_popularity_scores_are_training_counts_and_metrics_match_a_hand_ranking(compose_train):
+    cfg = compose_train("encoder=popularity", *TINY)
+    datamodule, module = build(cfg)
+    assert isinstance(module.encoder, ConstantEncoder) and isinstance(module.decoder, PopularityScores)
+    assert not module.trainable
+    trainer = build_trainer(cfg)
+    trainer.test(module, datamodule=datamodule)
+
+    seqs = datamodule.sequences
+    expected = _training_counts(cfg, seqs.item_ids)
+    assert module.decoder.counts.double().numpy().tolist() == expected.tolist()
+    assert expected[1:].sum() == seqs.items.size - 2 * seqs.num_users
+    scores = module.score(torch.tensor([[1, 2, 3], [0, 0, 5]]))
+    assert torch.isneginf(scores[:, 0]).all()
+    assert scores[:, 1:].double().numpy().tolist() == [expected[1:].tolist()] * 2
+
+    # test targets ranked by hand: history (every earlier item) masked, ties counted against the target
+    ranks = []
+    for u in range(seqs.num_users):
+        seq = seqs.items[seqs.indptr[u]:seqs.indptr[u + 1]]
+        target, history = seq[-1], set(seq[:-1].tolist()) - {seq[-1]}
+        others = [j for j in range(1, seqs.num_items + 1) if j != target and j not in history]
+        ranks.append(1 + sum(expected[j] >= expected[target] for j in others))
+    ranks = np.array(ranks)
+    assert module.test_metrics["hr@10"] == pytest.approx(np.mean(ranks <= 10), abs=1e-12)
+    assert module.test_metrics["ndcg@10"] == pytest.approx(
+        np.mean(np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0.0)), abs=1e-12)
+
+
+def test_sasrec_beats_popularity_twice_on_default_synthetic_data(compose_train, tmp_path):
+    pop = train(in_dir(compose_train("encoder=popularity", "callbacks.progress_bar=null"), tmp_path / "pop"))
+    sas = train(in_dir(compose_train("encoder=sasrec", "trainer.max_epochs=8", "callbacks.progress_bar=null"),
+                       tmp_path / "sasrec"))
+    assert pop["dataset"]["users"] == sas["dataset"]["users"] == 1000
+    assert pop["best_epoch"] is None and pop["best_checkpoint"] is None  # nothing was trained
+    assert 0 < pop["test"]["ndcg@10"] < 1
+    assert sas["test"]["ndcg@10"] > 2 * pop["test"]["ndcg@10"], (sas["test"], pop["test"])
+
+
+def test_test_metrics_do_not_depend_on_eval_batch_size(compose_train):
+    cfg = compose_train("trainer.max_epochs=2", "callbacks=none", "logger=none", *TINY_DATA)
+    L.seed_everything(cfg.seed)
+    datamodule, module = build(cfg)
+    build_trainer(cfg).fit(module, datamodule=datamodule)
+
+    results = {}
+    for size in (7, 1000):
+        cfg_b = compose_train(f"dataset.eval_batch_size={size}", *TINY_DATA)
+        dm = instantiate(cfg_b.dataset)
+        assert dm.eval_batch_size == size
+        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False)
+        trainer.test(module, datamodule=dm)
+        assert len(dm.test_dataloader()) == math.ceil(120 / size)
+        results[size] = dict(module.test_metrics)
+    assert results[7] == results[1000]  # float equality
+    assert 0 < results[7]["ndcg@10"] <= 1
+
+
+def test_run_directory_records(compose_train):
+    cfg = compose_train("trainer.max_epochs=1", *TINY)
+    out = Path(cfg.paths.output_dir)
+    train(cfg)
+
+    info = read_json(out / "run_info.json")
+    assert info["packages"]["torch"] == torch.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", info["git_commit"] or ""), info["git_commit"]
+        assert info["git_commit"].split("-")[0] == head.stdout.strip()
+    else:
+        assert info["git_commit"] is None
+
+    text = (out / "config.yaml").read_text()
+    assert "${" not in text
+    saved = yaml.safe_load(text)
+    assert saved["encoder"]["max_len"] == 10  # was ${dataset.max_len}
+    assert saved["item_embedder"]["hidden_size"] == 16  # was ${hidden_size}
+    assert saved["paths"]["output_dir"] == str(out)
+
+    raw = instantiate(cfg.dataset.reader).read()
+    stats = read_json(out / "dataset_stats.json")
+    assert stats["users"] == 120 == raw["user"].nunique()
+    assert stats["items"] == raw["item"].nunique()
+    assert stats["interactions"] == len(raw)
+    assert stats["test_samples"] == stats["val_samples"] == 120
+    assert read_json(out / "metrics.json")["dataset"] == stats
+
+
+def test_multirun_through_console_script(tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [str(SCRIPT), "-m", "encoder=sasrec,gru4rec", "trainer.max_epochs=1", *TINY, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(runs) == 2, runs
+    assert [r.name.split("_", 1)[0] for r in runs] == ["0", "1"]
+    found = {}
+    for run in runs:
+        metrics = read_json(run / "metrics.json")
+        assert 0 <= metrics["test"]["ndcg@10"] <= 1 and metrics["best_epoch"] == 0
+        found[run.name.split("_", 1)[0]] = yaml.safe_load((run / "config.yaml").read_text())["encoder"]["_target_"]
+    assert found == {"0": "recforge.models.encoders.sasrec.SASRec", "1": "recforge.models.encoders.gru4rec.GRU4Rec"}
+    assert not (tmp_path / "outputs" / "runs").exists()  # a sweep writes only below its sweep dir
+
+
+def test_end_to_end_on_movielens_100k(compose_train, data_root):
+    cfg = compose_train("dataset=ml-100k", f"dataset.root={data_root}", "trainer.max_epochs=1", "hidden_size=16",
+                        "callbacks.progress_bar=null", "logger=csv")
+    out = Path(cfg.paths.output_dir)
+    metrics = train(cfg)
+    stats = read_json(out / "dataset_stats.json")
+    assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1682, 100000)
+    assert stats["test_samples"] == stats["val_samples"] == 943
+    written = read_json(out / "metrics.json")
+    assert written["dataset"]["test_samples"] == 943
+    assert 0 <= written["test"]["ndcg@10"] <= written["test"]["hr@10"] <= 1
+    assert written["best_epoch"] == 0 and written["test"] == pytest.approx(metrics["test"])
+    assert len(epoch_losses(out)) == 1
