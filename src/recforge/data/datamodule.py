@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 from recforge.data.preprocess import Sequences, deduplicate, filter_min_rating, k_core, statistics, to_sequences
 from recforge.data.splits import Split, training_windows
@@ -59,6 +59,38 @@ class TrainWindows(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return self.__getitems__([index])
+
+
+class LengthBucketBatchSampler(BatchSampler):
+    """Batches of similar length: indices from ``sampler`` are taken ``bucket_batches`` batches at a time,
+    sorted by length inside that pool, cut into batches, and the batches shuffled.
+
+    Trimmed batches then carry little padding (a large saving on short-sequence data such as Amazon Beauty)
+    while the order stays random. Lightning swaps ``sampler`` for a DistributedSampler under DDP.
+    """
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool, lengths: Tensor,
+                 bucket_batches: int = 50) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.lengths, self.bucket_batches = lengths, bucket_batches
+
+    def __iter__(self):  # type: ignore[override]
+        pool_size = self.batch_size * self.bucket_batches
+        pool: list[int] = []
+        for index in self.sampler:
+            pool.append(index)
+            if len(pool) == pool_size:
+                yield from self._batches(pool)
+                pool = []
+        if pool:
+            yield from self._batches(pool)
+
+    def _batches(self, pool: list[int]) -> list[list[int]]:
+        order = torch.as_tensor(pool)[torch.argsort(self.lengths[pool], stable=True)].tolist()
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.drop_last and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return [batches[i] for i in torch.randperm(len(batches)).tolist()]
 
 
 class EvalSamples(Dataset):
@@ -104,6 +136,7 @@ class SequenceDataModule(L.LightningDataModule):
         item_k: int = 0,
         cache_dir: str | None = None,
         num_workers: int = 0,
+        bucket_by_length: bool = True,
         root: str | None = None,
     ) -> None:
         super().__init__()
@@ -112,6 +145,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.name, self.reader, self.split_fn, self.max_len = name, reader, split, max_len
         self.root = root  # the data root the reader's path came from (named in error messages)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.bucket_by_length = bucket_by_length
         self.min_rating, self.user_k, self.item_k = min_rating, user_k, item_k
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.sequences: Sequences | None = None
@@ -179,7 +213,12 @@ class SequenceDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        if not self.bucket_by_length:
+            return self._loader(self.train_set, self.batch_size, shuffle=True)
+        lengths = (self.train_set.windows > 0).sum(dim=1)  # (W,)
+        sampler = LengthBucketBatchSampler(RandomSampler(self.train_set), self.batch_size, False, lengths)
+        return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=_identity,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size, shuffle=False)

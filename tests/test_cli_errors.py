@@ -1,0 +1,104 @@
+"""User mistakes through the real ``recforge-train`` console script: non-zero exit, no traceback, one clear
+message naming the problem, and no half-written run directory left behind."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(sys.executable).with_name("recforge-train")
+GOOD_LINES = ["196\t242\t3\t881250949", "186\t302\t3\t891717742", "22\t377\t1\t878887116", "244\t51\t2\t880606923"]
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RECFORGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("RECFORGE_DATA", None)
+    return subprocess.run([str(SCRIPT), *args, "callbacks.progress_bar=null"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess, tmp_path: Path) -> None:
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    runs = tmp_path / "outputs" / "runs"
+    left = sorted(str(p.relative_to(tmp_path)) for p in runs.rglob("*")) if runs.exists() else []
+    assert left == [], f"run directory left behind after a user error: {left}"
+
+
+def recforge_message(proc: subprocess.CompletedProcess) -> str:
+    """The single 'recforge: error: ...' line (one sentence) of a user error."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("recforge: error: ")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- mistakes caught by Hydra
+
+
+def test_unknown_dataset_name(tmp_path):
+    proc = run_cli(tmp_path, "dataset=nope")
+    assert_clean_failure(proc, tmp_path)
+    assert "Could not find 'dataset/nope'" in proc.stderr
+    assert "Available options in 'dataset'" in proc.stderr and "synthetic" in proc.stderr
+
+
+def test_unknown_config_key(tmp_path):
+    proc = run_cli(tmp_path, "encoder.nonexistent_key=1")
+    assert_clean_failure(proc, tmp_path)
+    assert "Could not override 'encoder.nonexistent_key'" in proc.stderr
+    assert "Key 'nonexistent_key' is not in struct" in proc.stderr
+
+
+def test_malformed_append_override(tmp_path):
+    proc = run_cli(tmp_path, "+foo")
+    assert_clean_failure(proc, tmp_path)
+    assert "Error parsing override '+foo'" in proc.stderr
+
+
+def test_appended_key_the_encoder_does_not_take(tmp_path):
+    """``+encoder.x=1`` composes, but the encoder constructor rejects it: named, and no run dir left."""
+    proc = run_cli(tmp_path, "+encoder.nonexistent_key=1")
+    assert "SASRec" in proc.stderr and "nonexistent_key" in proc.stderr
+    assert_clean_failure(proc, tmp_path)
+
+
+def test_missing_required_value(tmp_path):
+    """dataset=csv without dataset.reader.path (``???`` in csv.yaml)."""
+    proc = run_cli(tmp_path, "dataset=csv")
+    assert "dataset.reader.path" in proc.stderr
+    assert_clean_failure(proc, tmp_path)
+
+
+# --------------------------------------------------------------------------- mistakes caught by recforge
+
+
+def test_missing_data_directory(tmp_path):
+    nowhere = tmp_path / "nowhere"
+    proc = run_cli(tmp_path, "dataset=ml-100k", f"dataset.root={nowhere}")
+    assert_clean_failure(proc, tmp_path)
+    assert proc.returncode == 2
+    message = recforge_message(proc)
+    assert str(nowhere.resolve() / "ml-100k") in message
+    assert "u.data" in message and "no such directory" in message
+
+
+def test_malformed_line_in_data_file(tmp_path):
+    folder = tmp_path / "data" / "ml-100k"
+    folder.mkdir(parents=True)
+    lines = GOOD_LINES[:2] + ["186\tnot-an-id\t3\t891717742"] + GOOD_LINES[2:]
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    proc = run_cli(tmp_path, "dataset=ml-100k", f"dataset.root={tmp_path / 'data'}")
+    assert_clean_failure(proc, tmp_path)
+    assert proc.returncode == 2
+    message = recforge_message(proc)
+    assert f"{(folder / 'u.data').resolve()}: line 3 " in message
+    assert "not-an-id" in message
+
+
+def test_max_len_below_two(tmp_path):
+    proc = run_cli(tmp_path, "dataset.max_len=1")
+    assert_clean_failure(proc, tmp_path)
+    assert proc.returncode == 2
+    assert recforge_message(proc) == "recforge: error: dataset.max_len=1 must be at least 2."
