@@ -8,17 +8,32 @@ from pathlib import Path
 from typing import Iterator
 
 from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from recforge.errors import RecforgeError
 
 
-def _user_error(exc: BaseException) -> RecforgeError | None:
-    """The RecforgeError behind ``exc`` (Hydra wraps errors raised while instantiating), if any."""
-    while exc is not None:
-        if isinstance(exc, RecforgeError):
-            return exc
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return None
+def _root_cause(exc: BaseException) -> BaseException:
+    """The RecforgeError behind ``exc`` if there is one (Hydra wraps errors raised while instantiating)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, RecforgeError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra's instantiation message, folded onto one line: it names the target, the key and the cause."""
+    return " ".join(str(exc).split())
+
+
+def check_required(cfg: DictConfig) -> None:
+    """Fail before any work when a required value (``???``) was never set."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise RecforgeError(f"config value {', '.join(missing)} is required but not set; pass it on the command line, e.g. {missing[0]}=...")
 
 
 @contextmanager
@@ -26,11 +41,9 @@ def user_errors(run_dir: str | Path | None = None) -> Iterator[None]:
     """Print a user error in one line and exit 2; remove the run directory if it holds no results."""
     try:
         yield
-    except (RecforgeError, InstantiationException) as exc:
-        err = _user_error(exc)
-        if err is None:
-            raise
+    except (RecforgeError, InstantiationException, MissingMandatoryValue) as exc:
+        cause = _root_cause(exc)
         if run_dir is not None and not (Path(run_dir) / "metrics.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
-        print(f"recforge: error: {err}", file=sys.stderr)
+        print(f"recforge: error: {_one_line(cause)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from recforge.cli import user_errors
+from recforge.cli import check_required, user_errors
 from recforge.data.datamodule import SequenceDataModule
 from recforge.models.module import NextItemModule
 from recforge.runinfo import run_info, write_json
@@ -56,13 +56,13 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """One run; writes run_info.json, config.yaml, dataset_stats.json and metrics.json in the run dir."""
+    check_required(cfg)
     out = Path(cfg.paths.output_dir)
     is_main = rank_zero_only.rank == 0  # DDP workers started by Lightning write nothing
-    if is_main:
-        write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
     if is_main:
+        write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
         write_json(out / "dataset_stats.json", datamodule.stats)
     trainer = build_trainer(cfg)
