@@ -6,11 +6,21 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, open_dict
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RECFORGE_DATA", PROJECT.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models run far faster single-threaded on 2 cores (no OpenMP spin contention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

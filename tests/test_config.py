@@ -65,15 +65,6 @@ def discover_options() -> list[tuple[str, str]]:
 OPTIONS = discover_options()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on 2 shared cores run far faster single-threaded (no OpenMP spin contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def compose_raw(*overrides: str, hydra_cfg: bool = False) -> DictConfig:
     """Compose train.yaml without redirecting paths (for checks of the paths/hydra groups themselves)."""
     with initialize_config_module("recforge.conf", version_base="1.3"):

@@ -32,15 +32,6 @@ TINY_DATA = [
 TINY = [*TINY_DATA, "callbacks.progress_bar=null", "logger=csv"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on 2 shared cores run far faster single-threaded (no OpenMP spin contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def in_dir(cfg: DictConfig, out: Path) -> DictConfig:
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
@@ -229,3 +220,42 @@ def test_end_to_end_on_movielens_100k(compose_train, data_root):
     assert 0 <= written["test"]["ndcg@10"] <= written["test"]["hr@10"] <= 1
     assert written["best_epoch"] == 0 and written["test"] == pytest.approx(metrics["test"])
     assert len(epoch_losses(out)) == 1
+
+
+# ------------------------------------------------------------------------------- eval, precision
+
+
+def test_recforge_eval_reproduces_the_runs_test_metrics(tmp_path):
+    """recforge-eval on a finished run's best checkpoint gives exactly its test metrics, at any batch size."""
+    run = tmp_path / "run"
+    cmd = [str(SCRIPT), "trainer.max_epochs=2", *TINY, f"hydra.run.dir={run}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = read_json(run / "metrics.json")["test"]
+
+    evaluate = [str(SCRIPT.with_name("recforge-eval")), f"run_dir={run}", 'overrides=["dataset.eval_batch_size=5"]']
+    proc = subprocess.run(evaluate, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (out,) = (run / "eval").iterdir()
+    assert read_json(out / "metrics.json")["metrics"] == expected
+
+    missing = [str(SCRIPT.with_name("recforge-eval")), f"run_dir={run}", "checkpoint=nope.ckpt"]
+    proc = subprocess.run(missing, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "nope.ckpt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bf16_mixed_precision_trains_on_cpu_close_to_fp32(compose_train, tmp_path):
+    """bf16-mixed autocasts the encoder on CPU; after the same training its metrics stay near fp32's."""
+    common = ["trainer.max_epochs=6", *TINY, "trainer.deterministic=true"]
+    fp32 = train(in_dir(compose_train(*common), tmp_path / "fp32"))
+    bf16 = train(in_dir(compose_train(*common, "trainer.precision=bf16-mixed"), tmp_path / "bf16"))
+    assert bf16["test"] != fp32["test"]  # bf16 really ran: numbers differ ...
+    assert abs(bf16["test"]["hr@10"] - fp32["test"]["hr@10"]) < 0.1  # ... but within noise (120 users)
+    assert epoch_losses(tmp_path / "bf16")[5] < epoch_losses(tmp_path / "bf16")[0]
+
+
+def test_deterministic_runs_repeat_exactly(compose_train, tmp_path):
+    common = ["trainer.max_epochs=2", *TINY, "trainer.deterministic=true"]
+    first = train(in_dir(compose_train(*common), tmp_path / "a"))
+    second = train(in_dir(compose_train(*common), tmp_path / "b"))
+    assert first["test"] == second["test"] and first["val"] == second["val"]

@@ -32,29 +32,31 @@ class CrossEntropy(nn.Module):
         return F.cross_entropy(logits.float(), targets)
 
 
-class SampledBCE(nn.Module):
-    """Binary cross-entropy of the target against sampled negatives (the original SASRec loss)."""
+class _SampledLoss(nn.Module):
+    """Scores of each target and of ``sampler``'s negatives for it."""
 
     def __init__(self, sampler: UniformNegatives) -> None:
         super().__init__()
         self.sampler = sampler
 
-    def forward(self, hidden: Tensor, targets: Tensor, decoder: Decoder) -> Tensor:
+    def scores(self, hidden: Tensor, targets: Tensor, decoder: Decoder) -> tuple[Tensor, Tensor]:
         negatives = self.sampler(targets, decoder.num_items)  # (M, K)
         pos = decoder.score_items(hidden, targets.unsqueeze(1)).float()  # (M, 1)
         neg = decoder.score_items(hidden, negatives).float()  # (M, K)
+        return pos, neg
+
+
+class SampledBCE(_SampledLoss):
+    """Binary cross-entropy of the target against sampled negatives (the original SASRec loss)."""
+
+    def forward(self, hidden: Tensor, targets: Tensor, decoder: Decoder) -> Tensor:
+        pos, neg = self.scores(hidden, targets, decoder)
         return F.softplus(-pos).mean() + F.softplus(neg).mean(dim=1).mean()
 
 
-class BPR(nn.Module):
+class BPR(_SampledLoss):
     """Bayesian personalised ranking: -log sigmoid(pos - neg), averaged over sampled negatives."""
 
-    def __init__(self, sampler: UniformNegatives) -> None:
-        super().__init__()
-        self.sampler = sampler
-
     def forward(self, hidden: Tensor, targets: Tensor, decoder: Decoder) -> Tensor:
-        negatives = self.sampler(targets, decoder.num_items)  # (M, K)
-        pos = decoder.score_items(hidden, targets.unsqueeze(1)).float()  # (M, 1)
-        neg = decoder.score_items(hidden, negatives).float()  # (M, K)
+        pos, neg = self.scores(hidden, targets, decoder)
         return -F.logsigmoid(pos - neg).mean()
