@@ -66,6 +66,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
         write_json(out / "dataset_stats.json", datamodule.stats)
     trainer = build_trainer(cfg)
+    for logger in trainer.loggers:  # the resolved config, so runs can be compared by any key
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     started = time.perf_counter()
     ckpt = None
     if module.trainable:

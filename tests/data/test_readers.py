@@ -568,7 +568,7 @@ def make_zip(path: Path, name: str, files: dict[str, str]) -> str:
 
 @pytest.fixture
 def no_delay(monkeypatch) -> None:
-    monkeypatch.setattr(readers, "_RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(readers.download, "_RETRY_DELAY_S", 0.0)
 
 
 def test_download_extracts_verified_zip(tmp_path: Path, no_delay: None) -> None:
