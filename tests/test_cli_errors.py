@@ -102,3 +102,18 @@ def test_max_len_below_two(tmp_path):
     assert_clean_failure(proc, tmp_path)
     assert proc.returncode == 2
     assert recforge_message(proc) == "recforge: error: dataset.max_len=1 must be at least 2."
+
+
+def test_objective_that_is_not_computed(tmp_path):
+    proc = run_cli(tmp_path, "objective=val/ndcg@7")
+    assert proc.returncode == 2
+    assert_clean_failure(proc, tmp_path)
+    message = recforge_message(proc)
+    assert "objective=val/ndcg@7 is not a computed metric" in message and "val/ndcg@10" in message
+
+
+def test_bad_cutoff_list(tmp_path):
+    proc = run_cli(tmp_path, "evaluation.ks=[0,10]")
+    assert proc.returncode == 2
+    assert_clean_failure(proc, tmp_path)
+    assert "evaluation.ks=[0, 10] must be a non-empty list of integers >= 1" in recforge_message(proc)

@@ -19,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from recforge.cli import check_required, user_errors
 from recforge.data.datamodule import SequenceDataModule
+from recforge.errors import RecforgeError
+from recforge.evaluation.metrics import METRICS
 from recforge.models.module import NextItemModule
 from recforge.runinfo import run_info, write_json
 
@@ -57,6 +59,7 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """One run; writes run_info.json, config.yaml, dataset_stats.json and metrics.json in the run dir."""
     check_required(cfg)
+    check_objective(cfg.objective, cfg.objective_mode, list(cfg.evaluation.ks))
     out = Path(cfg.paths.output_dir)
     is_main = rank_zero_only.rank == 0  # DDP workers started by Lightning write nothing
     L.seed_everything(cfg.seed, workers=True)
@@ -68,6 +71,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:  # the resolved config, so runs can be compared by any key
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    metrics = fit_and_test(trainer, module, datamodule)
+    metrics["best_epoch"], metrics["val"] = _best_validation(module, cfg.objective, cfg.objective_mode)
+    if trainer.is_global_zero:
+        write_json(out / "metrics.json", metrics)
+    log.info("test metrics: %s", metrics["test"])
+    return metrics
+
+
+def fit_and_test(trainer: L.Trainer, module: NextItemModule, datamodule: SequenceDataModule) -> dict[str, Any]:
+    """Fit (unless nothing is trainable), then test the best-validation checkpoint; timings included."""
     started = time.perf_counter()
     ckpt = None
     if module.trainable:
@@ -75,23 +88,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt = best_checkpoint(trainer)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True) if ckpt else trainer.test(module, datamodule=datamodule)
-    test_seconds = time.perf_counter() - started
-    best_epoch, best_val = _best_validation(module, cfg.objective, cfg.objective_mode)
-    metrics = {
+    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True if ckpt else None)
+    return {
         "test": module.test_metrics,
-        "val": best_val,
-        "best_epoch": best_epoch,
         "best_checkpoint": ckpt,
         "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 2),
-        "test_seconds": round(test_seconds, 2),
+        "test_seconds": round(time.perf_counter() - started, 2),
         "dataset": datamodule.stats,
     }
-    if trainer.is_global_zero:
-        write_json(out / "metrics.json", metrics)
-    log.info("test metrics: %s", metrics["test"])
-    return metrics
+
+
+def check_objective(objective: str, mode: str, ks: list[int]) -> None:
+    """The objective must be a validation metric that is computed, e.g. val/ndcg@10 with 10 in evaluation.ks."""
+    if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
+        raise RecforgeError(f"evaluation.ks={ks} must be a non-empty list of integers >= 1.")
+    names = {f"val/{m}@{k}" for m in METRICS for k in ks}
+    if objective not in names:
+        raise RecforgeError(f"objective={objective} is not a computed metric; expected one of {', '.join(sorted(names))}.")
+    if mode not in ("max", "min"):
+        raise RecforgeError(f"objective_mode={mode} must be 'max' or 'min'.")
 
 
 def _best_validation(module: NextItemModule, objective: str, mode: str) -> tuple[int | None, dict[str, float]]:
