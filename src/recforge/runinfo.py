@@ -43,7 +43,8 @@ def run_info(cwd: str | Path) -> dict[str, Any]:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": sys.argv,
         "cwd": str(cwd),
-        "git_commit": git_commit(cwd),
+        "git_commit": git_commit(Path(__file__).parent),  # the recforge source that ran
+        "cwd_git_commit": git_commit(cwd),  # the user's project, if it is a repository
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),

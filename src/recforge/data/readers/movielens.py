@@ -96,11 +96,17 @@ def _read_dat_movies(path: Path) -> pd.DataFrame:
 
 
 class _GroupLens:
-    """Shared by the MovieLens readers: optional download of the official zip (sha256-verified)."""
+    """Shared by the MovieLens readers: the folder, its files, optional download of the official zip."""
 
     DATASET: str
-    path: Path
-    download: bool
+    FILES: list[str]
+
+    def __init__(self, path: str, download: bool = False) -> None:
+        self.path, self.download = Path(path).expanduser(), download
+
+    def source_files(self) -> list[Path]:
+        """The ratings file, plus the movies file when present."""
+        return _existing(self.path, self.FILES)
 
     def _fetch_if_asked(self) -> None:
         if not self.download:
@@ -119,9 +125,6 @@ class MovieLens100K(_GroupLens):
     FILES = ["u.data", "u.item"]
     _FIELDS: _Fields = [("user", "id"), ("item", "id"), ("rating", "int"), ("timestamp", "int")]
 
-    def __init__(self, path: str, download: bool = False) -> None:
-        self.path, self.download = Path(path).expanduser(), download
-
     def read(self) -> pd.DataFrame:
         """All ratings in file order."""
         self._fetch_if_asked()
@@ -134,10 +137,6 @@ class MovieLens100K(_GroupLens):
         check_files(self.path, self.FILES, self.DATASET, required=["u.item"])
         return _read_100k_items(_abs(self.path / "u.item"))
 
-    def source_files(self) -> list[Path]:
-        """u.data, plus u.item when present."""
-        return _existing(self.path, self.FILES)
-
 
 class MovieLens1M(_GroupLens):
     """MovieLens 1M: ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``) and ``movies.dat``."""
@@ -147,9 +146,6 @@ class MovieLens1M(_GroupLens):
     _FIELDS: _Fields = [
         ("UserID", "id"), ("MovieID", "id"), ("Rating", "int"), ("Timestamp", "int")
     ]
-
-    def __init__(self, path: str, download: bool = False) -> None:
-        self.path, self.download = Path(path).expanduser(), download
 
     def read(self) -> pd.DataFrame:
         """All ratings in file order."""
@@ -162,10 +158,6 @@ class MovieLens1M(_GroupLens):
         """Movies with text 'Title (year). Genres: A, B', title, year, genres ('A|B')."""
         check_files(self.path, self.FILES, self.DATASET, required=["movies.dat"])
         return _read_dat_movies(_abs(self.path / "movies.dat"))
-
-    def source_files(self) -> list[Path]:
-        """ratings.dat, plus movies.dat when present."""
-        return _existing(self.path, self.FILES)
 
 
 class MovieLens20M(_GroupLens):
@@ -181,9 +173,6 @@ class MovieLens20M(_GroupLens):
     _FIELDS: _Fields = [
         ("userId", "id"), ("movieId", "id"), ("rating", "float"), ("timestamp", "int")
     ]
-
-    def __init__(self, path: str, download: bool = False) -> None:
-        self.path, self.download = Path(path).expanduser(), download
 
     def read(self) -> pd.DataFrame:
         """All ratings in file order."""
