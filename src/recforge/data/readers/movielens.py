@@ -205,10 +205,6 @@ class MovieLens20M(_GroupLens):
             )
         return _movie_text(raw["movieId"], raw["title"], raw["genres"])
 
-    def source_files(self) -> list[Path]:
-        """ratings.csv, plus movies.csv when present."""
-        return _existing(self.path, self.FILES)
-
 
 def _fast_ratings(path: Path, header: list[str]) -> pa.Table | None:
     """Typed pyarrow parse of ratings.csv; None if anything is off (caller re-parses strictly)."""
