@@ -259,3 +259,25 @@ def test_deterministic_runs_repeat_exactly(compose_train, tmp_path):
     first = train(in_dir(compose_train(*common), tmp_path / "a"))
     second = train(in_dir(compose_train(*common), tmp_path / "b"))
     assert first["test"] == second["test"] and first["val"] == second["val"]
+
+
+def test_resume_from_last_checkpoint_continues_the_run(compose_train, tmp_path):
+    """ckpt_path=<last.ckpt> continues from the saved epoch; the validation history carries over."""
+    first = train(in_dir(compose_train("trainer.max_epochs=2", *TINY), tmp_path / "first"))
+    assert first["epochs"] == 2
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = train(in_dir(compose_train("trainer.max_epochs=4", *TINY, f"ckpt_path={last}"), tmp_path / "resumed"))
+    assert resumed["epochs"] == 4
+    history = epoch_val(tmp_path / "resumed", "val/ndcg@10")
+    assert sorted(history) == [2, 3]  # only the new epochs were trained and validated here
+    all_val = {**epoch_val(tmp_path / "first", "val/ndcg@10"), **history}
+    # metrics.json describes the checkpoint that was tested, whichever epoch it came from
+    assert Path(resumed["best_checkpoint"]).name == f"epoch{resumed['best_epoch']:03d}.ckpt"
+    assert resumed["val"]["ndcg@10"] == pytest.approx(all_val[resumed["best_epoch"]], rel=1e-6)
+
+
+def test_resume_from_missing_checkpoint_is_a_user_error(tmp_path):
+    cmd = [str(SCRIPT), "ckpt_path=nowhere/last.ckpt", *TINY]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "ckpt_path=nowhere/last.ckpt: no checkpoint file at" in proc.stderr

@@ -60,6 +60,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """One run; writes run_info.json, config.yaml, dataset_stats.json and metrics.json in the run dir."""
     check_required(cfg)
     check_objective(cfg.objective, cfg.objective_mode, list(cfg.evaluation.ks))
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise RecforgeError(f"ckpt_path={cfg.ckpt_path}: no checkpoint file at {Path(cfg.ckpt_path).resolve()}.")
     out = Path(cfg.paths.output_dir)
     is_main = rank_zero_only.rank == 0  # DDP workers started by Lightning write nothing
     L.seed_everything(cfg.seed, workers=True)
@@ -71,20 +73,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:  # the resolved config, so runs can be compared by any key
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    metrics = fit_and_test(trainer, module, datamodule)
-    metrics["best_epoch"], metrics["val"] = _best_validation(module, cfg.objective, cfg.objective_mode)
+    metrics = fit_and_test(trainer, module, datamodule, resume=cfg.get("ckpt_path"))
+    metrics["best_epoch"], metrics["val"] = tested_validation(module, metrics["best_checkpoint"])
     if trainer.is_global_zero:
         write_json(out / "metrics.json", metrics)
     log.info("test metrics: %s", metrics["test"])
     return metrics
 
 
-def fit_and_test(trainer: L.Trainer, module: NextItemModule, datamodule: SequenceDataModule) -> dict[str, Any]:
-    """Fit (unless nothing is trainable), then test the best-validation checkpoint; timings included."""
+def fit_and_test(trainer: L.Trainer, module: NextItemModule, datamodule: SequenceDataModule,
+                 resume: str | None = None) -> dict[str, Any]:
+    """Fit (unless nothing is trainable; from ``resume`` when given), then test the best-validation checkpoint."""
     started = time.perf_counter()
     ckpt = None
     if module.trainable:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         ckpt = best_checkpoint(trainer)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
@@ -110,13 +113,11 @@ def check_objective(objective: str, mode: str, ks: list[int]) -> None:
         raise RecforgeError(f"objective_mode={mode} must be 'max' or 'min'.")
 
 
-def _best_validation(module: NextItemModule, objective: str, mode: str) -> tuple[int | None, dict[str, float]]:
-    """(epoch, metrics) of the best validation by the objective; the first such epoch wins ties."""
-    name = objective.split("/", 1)[1]
-    if not module.val_history:
+def tested_validation(module: NextItemModule, ckpt: str | None) -> tuple[int | None, dict[str, float]]:
+    """(epoch, validation metrics) of the checkpoint that was tested: metrics.json always describes it."""
+    if ckpt is None or module.loaded_epoch is None:
         return None, {}
-    sign = 1.0 if mode == "max" else -1.0
-    return max(module.val_history, key=lambda em: (sign * em[1][name], -em[0]))
+    return module.loaded_epoch, dict(module.val_history).get(module.loaded_epoch, {})
 
 
 def objective_value(metrics: dict[str, Any], objective: str) -> float | None:

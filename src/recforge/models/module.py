@@ -36,6 +36,7 @@ class NextItemModule(L.LightningModule):
         self._loss_sum = torch.zeros(())
         self.val_history: list[tuple[int, dict[str, float]]] = []  # (epoch, float64 metrics) per validation
         self.test_metrics: dict[str, float] = {}
+        self.loaded_epoch: int | None = None
 
     @property
     def trainable(self) -> bool:
@@ -98,6 +99,14 @@ class NextItemModule(L.LightningModule):
         acc.reset()
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=False, sync_dist=False)
         return metrics
+
+    # ---- checkpoint extras: the validation history survives a resume --------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_history"] = [[epoch, metrics] for epoch, metrics in self.val_history]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.val_history = [(int(epoch), dict(metrics)) for epoch, metrics in checkpoint.get("val_history", [])]
+        self.loaded_epoch = int(checkpoint["epoch"])  # the epoch whose weights are now in the model
 
     # ---- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
