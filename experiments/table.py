@@ -17,6 +17,7 @@ def row(run: Path) -> str:
     m = json.loads((run / "metrics.json").read_text())
     cfg = OmegaConf.load(run / "config.yaml")
     model = cfg.encoder._target_.rsplit(".", 1)[-1]
+    model = "Popularity" if model == "ConstantEncoder" else model
     cells = [f"{m['test'][k]:.4f}" for k in METRICS]
     epochs = f"{m['best_epoch']} / {m['epochs']}" if m.get("best_epoch") is not None else "-"
     return f"| {cfg.dataset.name} | {model} | " + " | ".join(cells) + f" | {epochs} | {m['fit_seconds'] + m['test_seconds']:.0f} | `{run}` |"
