@@ -11,8 +11,7 @@ from torch.optim import Optimizer
 
 from recforge.errors import RecforgeError
 from recforge.evaluation.ranking import RankAccumulator, rank_targets
-from recforge.models.encoders.base import SequenceEncoder
-from recforge.models.encoders.popularity import FitsData
+from recforge.models.encoders.base import FitsData, SequenceEncoder
 
 
 class NextItemModule(L.LightningModule):

@@ -27,6 +27,14 @@ class SequenceEncoder(nn.Module):
         return recent
 
 
+class FitsData:
+    """Role: a part whose state comes from training-data statistics rather than from gradients."""
+
+    def fit_data(self, item_counts: Tensor) -> None:
+        """item_counts: (N+1,) training interactions per item id."""
+        raise NotImplementedError
+
+
 class TransformerStack(nn.Module):
     """Item + learned position embeddings -> LayerNorm -> dropout -> pre-LN transformer layers -> LayerNorm."""
 

@@ -5,14 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from recforge.models.embedders import IdEmbedding
-from recforge.models.encoders.base import SequenceEncoder
-
-
-class FitsData:
-    """Role: a part whose state comes from the training data rather than from gradients."""
-
-    def fit_data(self, item_counts: Tensor) -> None:
-        raise NotImplementedError
+from recforge.models.encoders.base import FitsData, SequenceEncoder
 
 
 class ConstantEncoder(SequenceEncoder):
