@@ -78,6 +78,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_json(out / "metrics.json", metrics)
     log.info("test metrics: %s", metrics["test"])
+    log.info("run directory: %s", out)
     return metrics
 
 
