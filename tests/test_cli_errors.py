@@ -117,3 +117,11 @@ def test_bad_cutoff_list(tmp_path):
     assert proc.returncode == 2
     assert_clean_failure(proc, tmp_path)
     assert "evaluation.ks=[0, 10] must be a non-empty list of integers >= 1" in recforge_message(proc)
+
+
+def test_experiment_leftovers_without_target(tmp_path):
+    """An experiment that tunes a callback, combined with callbacks=none, leaves settings with no class."""
+    proc = run_cli(tmp_path, "experiment=ml100k_sasrec", "callbacks=none", f"dataset.root={tmp_path}")
+    assert proc.returncode == 2
+    assert_clean_failure(proc, tmp_path)
+    assert "callbacks.early_stopping has settings but no _target_" in recforge_message(proc)

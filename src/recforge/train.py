@@ -46,9 +46,25 @@ def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = _instantiate_entries(cfg, "logger")
+    callbacks = _instantiate_entries(cfg, "callbacks")
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def _instantiate_entries(cfg: DictConfig, group: str) -> list[Any]:
+    """Build every entry of a dict group (loggers, callbacks); null entries are switched off."""
+    return [instantiate(entry) for entry in (cfg.get(group) or {}).values() if entry is not None]
+
+
+def check_entries(cfg: DictConfig) -> None:
+    """Every logger and callback entry names its class (an experiment's leftovers would not)."""
+    for group in ("logger", "callbacks"):
+        for name, entry in (cfg.get(group) or {}).items():
+            if entry is not None and "_target_" not in entry:
+                raise RecforgeError(
+                    f"{group}.{name} has settings but no _target_ (left over from an experiment after choosing "
+                    f"another {group} option?); set {group}.{name}=null or pick a {group} option that defines it."
+                )
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -60,6 +76,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """One run; writes run_info.json, config.yaml, dataset_stats.json and metrics.json in the run dir."""
     check_required(cfg)
     check_objective(cfg.objective, cfg.objective_mode, list(cfg.evaluation.ks))
+    check_entries(cfg)
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise RecforgeError(f"ckpt_path={cfg.ckpt_path}: no checkpoint file at {Path(cfg.ckpt_path).resolve()}.")
     out = Path(cfg.paths.output_dir)
