@@ -118,19 +118,29 @@ class _GroupLens:
         download_movielens(self.DATASET, str(self.path.parent))
 
 
-class MovieLens100K(_GroupLens):
-    """MovieLens 100K: ``u.data`` (user, item, rating, timestamp; tabs) and ``u.item``."""
+class _HeaderlessRatings(_GroupLens):
+    """MovieLens 100K and 1M: a headerless ratings file of user, item, rating, timestamp."""
 
-    DATASET = "ml-100k"
-    FILES = ["u.data", "u.item"]
-    _FIELDS: _Fields = [("user", "id"), ("item", "id"), ("rating", "int"), ("timestamp", "int")]
+    SEP: str
+    _FIELDS: _Fields
 
     def read(self) -> pd.DataFrame:
         """All ratings in file order."""
         self._fetch_if_asked()
-        check_files(self.path, self.FILES, self.DATASET, required=["u.data"])
-        df = _parse_rows(_abs(self.path / "u.data"), "\t", self._FIELDS)
-        return _frame(df["user"], df["item"], df["timestamp"], df["rating"])
+        ratings = self.FILES[0]
+        check_files(self.path, self.FILES, self.DATASET, required=[ratings])
+        df = _parse_rows(_abs(self.path / ratings), self.SEP, self._FIELDS)
+        user, item, rating, timestamp = (df[name] for name, _ in self._FIELDS)
+        return _frame(user, item, timestamp, rating)
+
+
+class MovieLens100K(_HeaderlessRatings):
+    """MovieLens 100K: ``u.data`` (user, item, rating, timestamp; tabs) and ``u.item``."""
+
+    DATASET = "ml-100k"
+    FILES = ["u.data", "u.item"]
+    SEP = "\t"
+    _FIELDS: _Fields = [("user", "id"), ("item", "id"), ("rating", "int"), ("timestamp", "int")]
 
     def item_text(self) -> pd.DataFrame:
         """Movies with text 'Toy Story (1995). Genres: Animation, ...', title, year, genres."""
@@ -138,21 +148,15 @@ class MovieLens100K(_GroupLens):
         return _read_100k_items(_abs(self.path / "u.item"))
 
 
-class MovieLens1M(_GroupLens):
+class MovieLens1M(_HeaderlessRatings):
     """MovieLens 1M: ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``) and ``movies.dat``."""
 
     DATASET = "ml-1m"
     FILES = ["ratings.dat", "movies.dat"]
+    SEP = "::"
     _FIELDS: _Fields = [
         ("UserID", "id"), ("MovieID", "id"), ("Rating", "int"), ("Timestamp", "int")
     ]
-
-    def read(self) -> pd.DataFrame:
-        """All ratings in file order."""
-        self._fetch_if_asked()
-        check_files(self.path, self.FILES, self.DATASET, required=["ratings.dat"])
-        df = _parse_rows(_abs(self.path / "ratings.dat"), "::", self._FIELDS)
-        return _frame(df["UserID"], df["MovieID"], df["Timestamp"], df["Rating"])
 
     def item_text(self) -> pd.DataFrame:
         """Movies with text 'Title (year). Genres: A, B', title, year, genres ('A|B')."""
