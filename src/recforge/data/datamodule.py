@@ -12,7 +12,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 import lightning as L
 import numpy as np
@@ -108,12 +108,11 @@ class EvalSamples(Dataset):
         start = self.indptr[self.users[idx]]  # (B,)
         pos = self.positions[idx]  # (B,)
         target = self.items[start + pos]  # (B,)
-        offsets = torch.arange(-self.max_len, 0)  # (L,)
-        flat = start[:, None] + pos[:, None] + offsets[None, :]  # (B, L)
-        inputs = torch.where(flat >= start[:, None], self.items[flat.clamp(min=0)], 0)  # (B, L)
-        width = int(pos.max()) if len(index) else 0
-        hflat = start[:, None] + torch.arange(max(width, 1))[None, :]  # (B, P)
-        history = torch.where(torch.arange(max(width, 1))[None, :] < pos[:, None], self.items[hflat.clamp(max=len(self.items) - 1)], 0)
+        flat = start[:, None] + pos[:, None] + torch.arange(-self.max_len, 0)[None, :]  # (B, L)
+        inputs = torch.where(flat >= start[:, None], self.items[flat.clamp(min=0)], 0)  # (B, L) left-padded
+        steps = torch.arange(max(int(pos.max()), 1))[None, :]  # (1, P), P = longest history in the batch
+        hflat = (start[:, None] + steps).clamp(max=len(self.items) - 1)  # (B, P)
+        history = torch.where(steps < pos[:, None], self.items[hflat], 0)  # (B, P) right-padded
         return {"input": trim_left_padding(inputs), "target": target, "history": history, "index": idx}
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
