@@ -39,6 +39,7 @@ from recforge.models.losses import BPR, CrossEntropy, SampledBCE
 from recforge.models.samplers import UniformNegatives
 from recforge.models.schedules import WarmupCosine
 from recforge.train import build, build_trainer
+from recforge.wandb_sweep import wandb_parameter
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONF = Path(recforge.__file__).resolve().parent / "conf"
@@ -423,7 +424,26 @@ def check_hydra(option: str, compose_train, tmp_path: Path) -> None:
         assert sweep["dir"].startswith("${paths.log_dir}/multiruns/")
         assert sweep["subdir"] == "${hydra.job.num}_${hydra.job.override_dirname}"
         assert cfg.hydra.job.chdir is False
-        assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["dataset.root"]
+        assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["dataset.root", "hparams_search"]
+        assert cfg.hydra.callbacks.trial_summary._target_ == "recforge.sweep.TrialSummary"
+        assert get_class(cfg.hydra.callbacks.trial_summary._target_) is not None
+
+
+def check_hparams_search(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_raw(f"hparams_search={option}", "seed=7", hydra_cfg=True)
+    sweeper = cfg.hydra.sweeper
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"  # no -m needed
+    if option == "optuna":
+        assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+        assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 7
+        assert sweeper.direction == "maximize" and sweeper.n_trials >= 1
+        low = compose_raw(f"hparams_search={option}", "objective_mode=min", hydra_cfg=True)
+        assert low.hydra.sweeper.direction == "minimize"
+    # every searched key exists in the train config, and its expression parses into a W&B parameter
+    base = compose_raw()
+    for key, expression in sweeper.params.items():
+        assert OmegaConf.select(base, key) is not None, key
+        assert wandb_parameter(key, str(expression))
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -474,6 +494,7 @@ CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
     "paths": check_paths,
     "hydra": check_hydra,
     "experiment": check_experiment,
+    "hparams_search": check_hparams_search,
 }
 
 

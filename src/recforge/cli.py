@@ -38,12 +38,17 @@ def check_required(cfg: DictConfig) -> None:
 
 @contextmanager
 def user_errors(run_dir: str | Path | None = None) -> Iterator[None]:
-    """Print a user error in one line and exit 2; remove the run directory if it holds no results."""
+    """Print a user error in one line and exit 2; remove the run directory if it holds no results, or record
+    the failure in it (failed.json) when the error says the run is worth keeping."""
+    from recforge.sweep import record_failure
+
     try:
         yield
     except (RecforgeError, InstantiationException, MissingMandatoryValue) as exc:
         cause = _root_cause(exc)
-        if run_dir is not None and not (Path(run_dir) / "metrics.json").exists():
+        if run_dir is not None and getattr(cause, "keep_run", False):
+            record_failure(run_dir, cause)  # a diverged run keeps its checkpoints and logs
+        elif run_dir is not None and not (Path(run_dir) / "metrics.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         print(f"recforge: error: {_one_line(cause)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -13,6 +13,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +24,7 @@ from recforge.errors import RecforgeError
 from recforge.evaluation.metrics import METRICS
 from recforge.models.module import NextItemModule
 from recforge.runinfo import run_info, write_json
+from recforge.sweep import finish_wandb, flatten, record_failure, run_identity
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +47,53 @@ def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
     return datamodule, module
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    loggers = _instantiate_entries(cfg, "logger")
+def build_trainer(cfg: DictConfig, identity: dict[str, Any] | None = None) -> L.Trainer:
+    loggers = _instantiate_entries(cfg, "logger", identity or {})
     callbacks = _instantiate_entries(cfg, "callbacks")
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
 
-def _instantiate_entries(cfg: DictConfig, group: str) -> list[Any]:
-    """Build every entry of a dict group (loggers, callbacks); null entries are switched off."""
-    return [instantiate(entry) for entry in (cfg.get(group) or {}).values() if entry is not None]
+def _instantiate_entries(cfg: DictConfig, group: str, identity: dict[str, Any] | None = None) -> list[Any]:
+    """Build every entry of a dict group (loggers, callbacks); null entries are switched off.
+
+    W&B loggers whose group/name/tags are unset get the run's identity (sweep group, overrides as name).
+    """
+    parts = []
+    for entry in (cfg.get(group) or {}).values():
+        if entry is None:
+            continue
+        extra = {}
+        if identity and str(entry.get("_target_", "")).endswith("WandbLogger"):
+            extra = {key: value for key, value in identity.items() if not entry.get(key)}
+        parts.append(instantiate(entry, **extra))
+    return parts
+
+
+def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """The resolved config to every logger (W&B gets it flattened, one key per leaf), so runs compare by any key."""
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.log_hyperparams(flatten(resolved))
+        elif type(logger).__name__ != "TensorBoardLogger":  # TensorBoard gets them with the final metrics
+            logger.log_hyperparams(resolved)
+
+
+@rank_zero_only
+def log_final_metrics(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """The tested checkpoint's metrics: TensorBoard HParams gets them with the flattened config (runs compare
+    offline); the W&B summary gets ``best/<objective>`` (what a W&B sweep optimises) and ``final/<stage>/<metric>``."""
+    finals = {f"{stage}/{name}": value for stage in ("val", "test") for name, value in metrics.get(stage, {}).items()}
+    params = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+              for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items()}  # type: ignore[arg-type]
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "TensorBoardLogger":
+            logger.log_hyperparams(params, metrics={f"hparams/{key}": value for key, value in finals.items()})
+        elif type(logger).__name__ == "WandbLogger":
+            best = objective_value(metrics, cfg.objective)
+            logger.experiment.summary.update({f"final/{key}": value for key, value in finals.items()})
+            if best is not None:
+                logger.experiment.summary[f"best/{cfg.objective}"] = best
 
 
 def check_entries(cfg: DictConfig) -> None:
@@ -72,7 +112,7 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return getattr(cb, "best_model_path", None) or None
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, Any]:
     """One run; writes run_info.json, config.yaml, dataset_stats.json and metrics.json in the run dir."""
     check_required(cfg)
     check_objective(cfg.objective, cfg.objective_mode, list(cfg.evaluation.ks))
@@ -87,11 +127,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
         write_json(out / "dataset_stats.json", datamodule.stats)
-    trainer = build_trainer(cfg)
-    for logger in trainer.loggers:  # the resolved config, so runs can be compared by any key
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    trainer = build_trainer(cfg, identity)
+    log_config(trainer, cfg)
     metrics = fit_and_test(trainer, module, datamodule, resume=cfg.get("ckpt_path"))
     metrics["best_epoch"], metrics["val"] = tested_validation(module, metrics["best_checkpoint"])
+    log_final_metrics(trainer, cfg, metrics)
     if trainer.is_global_zero:
         write_json(out / "metrics.json", metrics)
     log.info("test metrics: %s", metrics["test"])
@@ -144,12 +184,41 @@ def objective_value(metrics: dict[str, Any], objective: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def run_trial(cfg: DictConfig, run_dir: str, identity: dict[str, Any]) -> float:
+    """One trial of a multirun: any failure is written to <run>/failed.json and logged, and the sweep goes on.
+
+    Returns the objective, or NaN for a failed trial (Optuna records NaN as a failed trial).
+    """
+    failed = True
+    try:
+        value = objective_value(train(cfg, identity), cfg.objective)
+        failed = False
+        return float("nan") if value is None else value
+    except Exception as exc:  # noqa: BLE001 - a sweep outlives any one trial; the error is recorded, not lost
+        record = record_failure(run_dir, exc)
+        log.error("trial failed (%s): %s; details in %s/failed.json", record["type"], record["error"], run_dir)
+        return float("nan")
+    finally:
+        finish_wandb(failed)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors(HydraConfig.get().runtime.output_dir):
-        torch.set_float32_matmul_precision("high")
-        metrics = train(cfg)
-        return objective_value(metrics, cfg.objective)
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    identity = run_identity(cfg, run_dir, hydra_cfg.sweep.dir if multirun else None, hydra_cfg.job.override_dirname)
+    torch.set_float32_matmul_precision("high")
+    if multirun:
+        return run_trial(cfg, run_dir, identity)
+    failed = True
+    try:
+        with user_errors(run_dir):
+            metrics = train(cfg, identity)
+            failed = False
+            return objective_value(metrics, cfg.objective)
+    finally:
+        finish_wandb(failed)
 
 
 if __name__ == "__main__":

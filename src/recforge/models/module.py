@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from recforge.errors import RecforgeError
+from recforge.errors import TrainingDiverged
 from recforge.evaluation.ranking import RankAccumulator, rank_targets
 from recforge.models.encoders.base import FitsData, SequenceEncoder
 
@@ -64,7 +64,7 @@ class NextItemModule(L.LightningModule):
         total = float(self._loss_sum)  # one host sync per epoch, not per step
         self._loss_sum = torch.zeros(())
         if not math.isfinite(total):
-            raise RecforgeError(
+            raise TrainingDiverged(
                 f"training loss became {total} in epoch {self.current_epoch}; lower optimizer.lr or check the data."
             )
 
