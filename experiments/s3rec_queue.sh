@@ -26,7 +26,7 @@ for cell in "${cells[@]}"; do
   fi
   echo "$(date -u +%FT%TZ) start $exp seed=$seed ${extra[*]:-}" >> "$out/queue.log"
   mkdir -p "$dir"
-  /usr/bin/time -v -o "$dir.time" recforge-train experiment="$exp" seed="$seed" dataset.root="$root" \
-    hydra.run.dir="$dir" "${extra[@]}" > "$dir.stdout" 2>&1
+  /usr/bin/time -a -v -o "$dir.time" recforge-train experiment="$exp" seed="$seed" dataset.root="$root" \
+    hydra.run.dir="$dir" "${extra[@]}" >> "$dir.stdout" 2>&1
   echo "$(date -u +%FT%TZ) end $exp seed=$seed rc=$?" >> "$out/queue.log"
 done

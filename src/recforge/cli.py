@@ -37,9 +37,10 @@ def check_required(cfg: DictConfig) -> None:
 
 
 @contextmanager
-def user_errors(run_dir: str | Path | None = None) -> Iterator[None]:
+def user_errors(run_dir: str | Path | None = None, remove: bool = True) -> Iterator[None]:
     """Print a user error in one line and exit 2; remove the run directory if it holds no results, or record
-    the failure in it (failed.json) when the error says the run is worth keeping."""
+    the failure in it (failed.json) when the error says the run is worth keeping. ``remove=False``: the
+    directory held an earlier run (resume) and is never removed."""
     from recforge.sweep import record_failure
 
     try:
@@ -48,7 +49,7 @@ def user_errors(run_dir: str | Path | None = None) -> Iterator[None]:
         cause = _root_cause(exc)
         if run_dir is not None and getattr(cause, "keep_run", False):
             record_failure(run_dir, cause)  # a diverged run keeps its checkpoints and logs
-        elif run_dir is not None and not (Path(run_dir) / "metrics.json").exists():
+        elif run_dir is not None and remove and not (Path(run_dir) / "metrics.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         print(f"recforge: error: {_one_line(cause)}", file=sys.stderr)
         raise SystemExit(2) from None

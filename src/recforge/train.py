@@ -4,6 +4,7 @@ Returns the configured objective (default ``val/ndcg@10``) so Hydra sweepers can
 """
 from __future__ import annotations
 
+import csv
 import logging
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -117,19 +119,22 @@ def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, 
     check_required(cfg)
     check_objective(cfg.objective, cfg.objective_mode, list(cfg.evaluation.ks))
     check_entries(cfg)
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise RecforgeError(f"ckpt_path={cfg.ckpt_path}: no checkpoint file at {Path(cfg.ckpt_path).resolve()}.")
     out = Path(cfg.paths.output_dir)
+    resume = checkpoint_to_resume(cfg, out)
     is_main = rank_zero_only.rank == 0  # DDP workers started by Lightning write nothing
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
-    if is_main:
+    if is_main and not cfg.get("resume"):
         write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
         write_json(out / "dataset_stats.json", datamodule.stats)
+    history = csv_history(out, resume) if cfg.get("resume") else []
     trainer = build_trainer(cfg, identity)
     log_config(trainer, cfg)
-    metrics = fit_and_test(trainer, module, datamodule, resume=cfg.get("ckpt_path"))
+    carry_csv_history(trainer, history)
+    metrics = fit_and_test(trainer, module, datamodule, resume=resume)
+    if cfg.get("resume"):
+        metrics["resumed_from"] = resume
     metrics["best_epoch"], metrics["val"] = tested_validation(module, metrics["best_checkpoint"])
     log_final_metrics(trainer, cfg, metrics)
     if trainer.is_global_zero:
@@ -137,6 +142,55 @@ def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, 
     log.info("test metrics: %s", metrics["test"])
     log.info("run directory: %s", out)
     return metrics
+
+
+def checkpoint_to_resume(cfg: DictConfig, out: Path) -> str | None:
+    """The checkpoint training continues from: ``ckpt_path`` (into this new run directory), or with
+    ``resume=true`` the run directory's own ``checkpoints/last.ckpt`` (continued in place, same config)."""
+    if cfg.get("resume"):
+        if cfg.get("ckpt_path"):
+            raise RecforgeError("set either resume=true (continue this run directory) or ckpt_path=... (start a new run from a checkpoint), not both.")
+        if (out / "metrics.json").exists():
+            raise RecforgeError(f"resume=true: the run in {out} already finished (metrics.json exists); start a new run instead.")
+        last = out / "checkpoints" / "last.ckpt"
+        if not last.is_file() or not (out / "config.yaml").is_file():
+            raise RecforgeError(f"resume=true: no checkpoints/last.ckpt and config.yaml in {out}; pass hydra.run.dir=<the interrupted run's directory>.")
+        changed = config_changes(OmegaConf.load(out / "config.yaml"), cfg)
+        if changed:
+            raise RecforgeError(f"resume=true: the config differs from the interrupted run's {out / 'config.yaml'} at {', '.join(changed[:5])}; resume with the same overrides.")
+        return str(last)
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise RecforgeError(f"ckpt_path={cfg.ckpt_path}: no checkpoint file at {Path(cfg.ckpt_path).resolve()}.")
+    return cfg.get("ckpt_path")
+
+
+def config_changes(saved: DictConfig, cfg: DictConfig,
+                   ignore: tuple[str, ...] = ("resume", "ckpt_path", "paths.root_dir")) -> list[str]:
+    """Dotted keys whose resolved values differ between a saved run config and ``cfg``."""
+    old = flatten(OmegaConf.to_container(saved, resolve=True))  # type: ignore[arg-type]
+    new = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    return sorted(k for k in old.keys() | new.keys() if k not in ignore and old.get(k) != new.get(k))
+
+
+def csv_history(out: Path, ckpt: str | None) -> list[dict[str, float]]:
+    """Rows of the CSV log up to the epoch of the checkpoint being resumed (later rows are redone)."""
+    path = out / "csv" / "metrics.csv"
+    if ckpt is None or not path.is_file():
+        return []
+    epoch = int(torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"])
+    with path.open(newline="") as handle:
+        rows = [{k: int(float(v)) if k == "epoch" else float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(handle)]
+    return [row for row in rows if row.get("epoch", 0) <= epoch]
+
+
+def carry_csv_history(trainer: L.Trainer, rows: list[dict[str, float]]) -> None:
+    """Put the interrupted run's CSV rows back in front (Lightning's CSV writer starts a fresh file)."""
+    for logger in trainer.loggers:
+        if rows and isinstance(logger, CSVLogger):
+            for row in rows:
+                step = int(row.pop("step", 0))
+                logger.experiment.log_metrics(row, step)
 
 
 def fit_and_test(trainer: L.Trainer, module: NextItemModule, datamodule: SequenceDataModule,
@@ -212,8 +266,9 @@ def main(cfg: DictConfig) -> float | None:
     if multirun:
         return run_trial(cfg, run_dir, identity)
     failed = True
+    fresh = not (Path(run_dir) / "config.yaml").exists()  # an interrupted run being resumed is never removed
     try:
-        with user_errors(run_dir):
+        with user_errors(run_dir, remove=fresh):
             metrics = train(cfg, identity)
             failed = False
             return objective_value(metrics, cfg.objective)

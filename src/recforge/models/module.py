@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 from recforge.errors import TrainingDiverged
 from recforge.evaluation.ranking import RankAccumulator, rank_targets
 from recforge.models.encoders.base import FitsData, SequenceEncoder
+from recforge.rng import rng_states, set_rng_states
 
 
 class NextItemModule(L.LightningModule):
@@ -102,10 +103,13 @@ class NextItemModule(L.LightningModule):
     # ---- checkpoint extras: the validation history survives a resume --------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_history"] = [[epoch, metrics] for epoch, metrics in self.val_history]
+        checkpoint["rng_states"] = rng_states()  # an exact resume draws what the uninterrupted run would
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_history = [(int(epoch), dict(metrics)) for epoch, metrics in checkpoint.get("val_history", [])]
         self.loaded_epoch = int(checkpoint["epoch"])  # the epoch whose weights are now in the model
+        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+            set_rng_states(checkpoint["rng_states"])
 
     # ---- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
