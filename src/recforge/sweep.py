@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -84,12 +85,26 @@ class TrialSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         failed = failed_trials(sweep_dir)
         total = sum(1 for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) if sweep_dir.is_dir() else 0
+        link_latest(sweep_dir)
         if failed:
             log.warning("%d of %d trials failed (details in <trial>/%s):", len(failed), total, FAILED_FILE)
             for name, error in failed:
                 log.warning("  %s: %s", name, error)
         else:
             log.info("all %d trials finished; compare them with: recforge-report %s", total, sweep_dir)
+
+
+def link_latest(sweep_dir: Path) -> None:
+    """``<sweeps>/latest`` -> this multirun, so ``recforge-report outputs/multiruns/latest`` needs no timestamp."""
+    if not sweep_dir.is_dir():
+        return
+    link, tmp = sweep_dir.parent / "latest", sweep_dir.parent / f".latest-{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(sweep_dir.name, target_is_directory=True)
+        os.replace(tmp, link)  # atomic: a reader sees the old or the new target
+    except OSError as exc:  # e.g. a file system without symlinks: only a convenience is lost
+        log.warning("could not point %s at %s (%s)", link, sweep_dir, exc)
 
 
 def optuna_direction(mode: str) -> str:
