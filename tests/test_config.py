@@ -422,7 +422,7 @@ def check_hydra(option: str, compose_train, tmp_path: Path) -> None:
         sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
         assert run.startswith("${paths.log_dir}/runs/") and "%f" in run  # microseconds: never overwritten
         assert sweep["dir"].startswith("${paths.log_dir}/multiruns/")
-        assert sweep["subdir"] == "${hydra.job.num}_${hydra.job.override_dirname}"
+        assert sweep["subdir"] == "${hydra.job.num}_${short_dirname:${hydra.job.override_dirname}}"
         assert cfg.hydra.job.chdir is False
         assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["dataset.root", "hparams_search"]
         assert cfg.hydra.callbacks.trial_summary._target_ == "recforge.sweep.TrialSummary"
@@ -444,6 +444,14 @@ def check_hparams_search(option: str, compose_train, tmp_path: Path) -> None:
     for key, expression in sweeper.params.items():
         assert OmegaConf.select(base, key) is not None, key
         assert wandb_parameter(key, str(expression))
+
+
+def check_sweeper_sampler(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_raw("hparams_search=optuna", f"hydra/sweeper/sampler={option}", "seed=3", hydra_cfg=True)
+    sampler = instantiate(cfg.hydra.sweeper.sampler)
+    if option == "tpe_seeded":
+        assert type(sampler).__name__ == "TPESampler" and cfg.hydra.sweeper.sampler.seed == 3
+        assert cfg.hydra.sweeper.sampler.n_startup_trials == 5
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -495,6 +503,7 @@ CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
     "hydra": check_hydra,
     "experiment": check_experiment,
     "hparams_search": check_hparams_search,
+    "hydra/sweeper/sampler": check_sweeper_sampler,
 }
 
 
@@ -505,7 +514,7 @@ def test_option_composes_and_builds(group, option, compose_train, tmp_path, monk
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("RECFORGE_CACHE", str(tmp_path / "cache-from-env"))  # read by paths.cache_dir
     assert group in CHECKERS, f"config group '{group}' has no checker in tests/test_config.py: add one"
-    if group not in ("hydra", "paths"):
+    if not group.startswith("hydra") and group != "paths":
         # every _target_ the composition names can be imported
         cfg = compose_train(f"{group}={option}")
         for target in targets(OmegaConf.to_container(cfg, resolve=False)):

@@ -1,6 +1,7 @@
 """Sweeps: every trial its own run (and W&B run), failed trials recorded and skipped, a summary at the end."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -107,9 +108,19 @@ def link_latest(sweep_dir: Path) -> None:
         log.warning("could not point %s at %s (%s)", link, sweep_dir, exc)
 
 
+def short_dirname(name: str, limit: int = 120) -> str:
+    """A trial directory name from its overrides, cut to ``limit`` characters with a hash of the whole
+    (file systems refuse names over 255 bytes; Optuna's floats make long ones)."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f"{name[:limit - 11]}-{digest}"
+
+
 def optuna_direction(mode: str) -> str:
     """objective_mode (max/min) -> Optuna's direction (maximize/minimize)."""
     return {"max": "maximize", "min": "minimize"}[mode]
 
 
 OmegaConf.register_new_resolver("optuna_direction", optuna_direction, replace=True)
+OmegaConf.register_new_resolver("short_dirname", short_dirname, replace=True)

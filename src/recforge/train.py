@@ -238,20 +238,20 @@ def objective_value(metrics: dict[str, Any], objective: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def run_trial(cfg: DictConfig, run_dir: str, identity: dict[str, Any]) -> float:
+def run_trial(cfg: DictConfig, run_dir: str, identity: dict[str, Any]) -> float | None:
     """One trial of a multirun: any failure is written to <run>/failed.json and logged, and the sweep goes on.
 
-    Returns the objective, or NaN for a failed trial (Optuna records NaN as a failed trial).
+    Returns the objective, or None for a failed trial (the Optuna sweeper records None as a failed trial).
     """
     failed = True
     try:
         value = objective_value(train(cfg, identity), cfg.objective)
         failed = False
-        return float("nan") if value is None else value
+        return value
     except Exception as exc:  # noqa: BLE001 - a sweep outlives any one trial; the error is recorded, not lost
         record = record_failure(run_dir, exc)
         log.error("trial failed (%s): %s; details in %s/failed.json", record["type"], record["error"], run_dir)
-        return float("nan")
+        return None
     finally:
         finish_wandb(failed)
 

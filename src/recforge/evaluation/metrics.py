@@ -18,9 +18,10 @@ def target_ranks(scores: Tensor, targets: Tensor) -> Tensor:
     scores: (B, N) with excluded items at -inf; targets: (B,) column indices. Returns (B,) int64.
     """
     target_scores = scores.gather(1, targets.unsqueeze(1))  # (B, 1)
-    higher = (scores > target_scores).sum(dim=1)  # (B,)
-    ties = (scores == target_scores).sum(dim=1) - 1  # (B,) other items with the same score
-    return higher + ties + 1
+    # every other item not strictly below the target is ahead of it: ties count against the target, and a NaN
+    # score (a diverged model) never helps it: rank = N for a NaN target, never 0
+    not_lower = (~(scores < target_scores)).sum(dim=1)  # (B,) includes the target itself
+    return not_lower.clamp(min=1)
 
 
 def hit_rate(ranks: Tensor, k: int) -> Tensor:

@@ -61,9 +61,18 @@ class NextItemModule(L.LightningModule):
         self._loss_sum = self._loss_sum.to(loss.device) + loss.detach()
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        total = float(self._loss_sum)  # one host sync per epoch, not per step
+    def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros(())
+
+    def on_train_epoch_end(self) -> None:
+        self._check_loss()
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:  # a diverged loss is named first
+            self._check_loss()
+
+    def _check_loss(self) -> None:
+        total = float(self._loss_sum)  # one host sync per epoch, not per step
         if not math.isfinite(total):
             raise TrainingDiverged(
                 f"training loss became {total} in epoch {self.current_epoch}; lower optimizer.lr or check the data."
@@ -77,6 +86,10 @@ class NextItemModule(L.LightningModule):
 
     def _rank(self, batch: dict[str, Tensor]) -> Tensor:
         scores = self.score(batch["input"])  # (B, N+1)
+        if torch.isnan(scores).any():  # one host sync per evaluation batch, next to a full ranking
+            raise TrainingDiverged(
+                f"the model's scores became NaN (epoch {self.current_epoch}); lower optimizer.lr or check the data."
+            )
         history = batch["history"] if self.mask_history else None
         return rank_targets(scores, batch["target"], history)  # (B,)
 
