@@ -36,8 +36,13 @@ def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
     datamodule: SequenceDataModule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    embedder = instantiate(cfg.item_embedder, num_items=datamodule.num_items)
-    module = NextItemModule(
+    return datamodule, build_module(cfg, datamodule.num_items)
+
+
+def build_module(cfg: DictConfig, num_items: int) -> NextItemModule:
+    """The parts sized for ``num_items`` items, wired into the LightningModule (no data read)."""
+    embedder = instantiate(cfg.item_embedder, num_items=num_items)
+    return NextItemModule(
         encoder=instantiate(cfg.encoder, item_embedder=embedder),
         decoder=instantiate(cfg.decoder, item_embedder=embedder),
         loss=instantiate(cfg.loss),
@@ -46,7 +51,16 @@ def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
         ks=tuple(cfg.evaluation.ks),
         mask_history=cfg.evaluation.mask_history,
     )
-    return datamodule, module
+
+
+ITEM_IDS_FILE = "item_ids.json"
+
+
+def item_id_map(datamodule: SequenceDataModule) -> dict[str, Any]:
+    """Raw dataset id of every internal item id (index; 0 is padding), so a served model speaks raw ids."""
+    seqs = datamodule.load_sequences()
+    return {"dataset": datamodule.name, "num_items": seqs.num_items, "max_len": datamodule.max_len,
+            "item_ids": [str(i) for i in seqs.item_ids]}
 
 
 def build_trainer(cfg: DictConfig, identity: dict[str, Any] | None = None) -> L.Trainer:
@@ -128,6 +142,7 @@ def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, 
         write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
         write_json(out / "dataset_stats.json", datamodule.stats)
+        write_json(out / ITEM_IDS_FILE, item_id_map(datamodule))
     history = csv_history(out, resume) if cfg.get("resume") else []
     trainer = build_trainer(cfg, identity)
     log_config(trainer, cfg)
