@@ -1,0 +1,84 @@
+"""Write the S3-Rec comparison table from finished runs: ours (mean ± std over seeds), published, ratio, wall time.
+
+The published numbers are read from the header of each frozen config (conf/experiment/<cell>.yaml), so they
+live in one place. Runs are the directories written by experiments/s3rec_queue.sh:
+outputs/s3rec/<dataset>_<model>/seed<seed>/ (metrics.json, and <dir>.time from /usr/bin/time -v).
+
+Usage: python experiments/s3rec_table.py [outputs/s3rec] > experiments/results/s3rec-cells.md
+"""
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import recforge
+
+CONF = Path(recforge.__file__).resolve().parent / "conf" / "experiment"
+METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
+DATASETS = ["beauty", "sports", "toys", "yelp"]
+MODELS = [("gru4rec", "GRU4Rec"), ("sasrec", "SASRec"), ("bert4rec", "BERT4Rec")]
+
+
+def published(cell: str) -> dict[str, float]:
+    """The six published values from the '#   HR@5 .0387 NDCG@5 ...' header line of the cell's config."""
+    text = (CONF / f"{cell}.yaml").read_text()
+    pairs = re.findall(r"(HR|NDCG)@(\d+) (\.\d+)", text)
+    return {f"{name.lower()}@{k}": float(value) for name, k, value in pairs}
+
+
+def wall_seconds(time_file: Path) -> float | None:
+    """Elapsed wall time summed over the attempts recorded by /usr/bin/time -a -v (a resumed cell has two)."""
+    if not time_file.is_file():
+        return None
+    total = 0.0
+    for match in re.findall(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", time_file.read_text()):
+        parts = [float(p) for p in match.split(":")]
+        total += sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    return total or None
+
+
+def cell_runs(root: Path, cell: str) -> list[tuple[int, dict, float | None]]:
+    runs = []
+    for run in sorted((root / cell).glob("seed*")):
+        if run.is_dir() and (run / "metrics.json").is_file():
+            metrics = json.loads((run / "metrics.json").read_text())
+            runs.append((int(run.name[4:]), metrics, wall_seconds(run.with_suffix(".time"))))
+    return runs
+
+
+def fmt(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.4f}"
+    return f"{mean:.4f} ± {statistics.stdev(values):.4f}"
+
+
+def table(root: Path) -> str:
+    head = "| data | model | n | " + " | ".join(m.upper().replace("HR", "HR").replace("NDCG", "NDCG") for m in METRICS)
+    lines = [head + " | wall time per run |", "|" + "---|" * (len(METRICS) + 4)]
+    for dataset in DATASETS:
+        for key, name in MODELS:
+            cell = f"{dataset}_{key}"
+            pub = published(cell)
+            runs = cell_runs(root, cell)
+            lines.append(f"| {dataset.capitalize()} | {name} | published | "
+                         + " | ".join(f"{pub[m]:.4f}" for m in METRICS) + " | |")
+            if not runs:
+                lines.append(f"| | | ours: not run yet | " + " | ".join("" for _ in METRICS) + " | |")
+                continue
+            ours = {m: [r[1]["test"][m] for r in runs] for m in METRICS}
+            walls = [w for _, _, w in runs if w]
+            wall = f"{statistics.fmean(walls) / 60:.0f} min" if walls else ""
+            seeds = ",".join(str(s) for s, _, _ in runs)
+            lines.append(f"| | | ours (n={len(runs)}, seeds {seeds}) | " + " | ".join(fmt(ours[m]) for m in METRICS)
+                         + f" | {wall} |")
+            lines.append("| | | ratio | " + " | ".join(f"{statistics.fmean(ours[m]) / pub[m]:.2f}" for m in METRICS)
+                         + " | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/s3rec")))
