@@ -101,7 +101,7 @@ def test_max_len_below_two(tmp_path):
     proc = run_cli(tmp_path, "dataset.max_len=1")
     assert_clean_failure(proc, tmp_path)
     assert proc.returncode == 2
-    assert recforge_message(proc) == "recforge: error: dataset.max_len=1 must be at least 2."
+    assert recforge_message(proc) == "recforge: error: dataset.max_len=1 must be an integer >= 2."
 
 
 def test_objective_that_is_not_computed(tmp_path):

@@ -13,6 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from recforge.checkpoints import load_checkpoint, state_dict_mismatch
 from recforge.cli import user_errors
 from recforge.errors import RecforgeError
 from recforge.runinfo import run_info, write_json
@@ -43,18 +44,26 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     return cfg  # type: ignore[return-value]
 
 
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], ckpt: Path, run_dir: Path) -> None:
+    """Put a checkpoint's weights into the run's model; a checkpoint of another model is a user error."""
+    problem = state_dict_mismatch(module.state_dict(), state)
+    if problem is not None:
+        raise RecforgeError(
+            f"checkpoint {ckpt.resolve()} does not fit the model configured in {(run_dir / 'config.yaml').resolve()} "
+            f"({problem}); pass a checkpoint written by this run."
+        )
+    module.load_state_dict(state)
+
+
 def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str], out: Path) -> dict[str, float]:
     if split not in ("val", "test"):
         raise RecforgeError(f"split={split} must be 'val' or 'test'.")
     cfg = load_run_config(run_dir, overrides)
     ckpt = find_checkpoint(run_dir, checkpoint)
+    state = load_checkpoint(ckpt)["state_dict"]  # a damaged file fails here, before any data is read
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    except Exception as exc:  # a damaged file: report it, never load half of it
-        raise RecforgeError(f"checkpoint {ckpt.resolve()} could not be read ({type(exc).__name__}); it is damaged or not a recforge checkpoint.") from exc
-    module.load_state_dict(state)
+    load_weights(module, state, ckpt, run_dir)
     with open_dict(cfg):
         cfg.trainer.default_root_dir = str(out)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], devices=1)

@@ -20,13 +20,14 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from recforge.cli import check_required, user_errors
+from recforge.checkpoints import check_checkpoint
+from recforge.cli import user_errors
 from recforge.data.datamodule import SequenceDataModule
 from recforge.errors import RecforgeError
-from recforge.evaluation.metrics import METRICS
 from recforge.models.module import NextItemModule
 from recforge.runinfo import run_info, write_json
 from recforge.sweep import finish_wandb, flatten, record_failure, run_identity
+from recforge.validate import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +113,6 @@ def log_final_metrics(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, An
                 logger.experiment.summary[f"best/{cfg.objective}"] = best
 
 
-def check_entries(cfg: DictConfig) -> None:
-    """Every logger and callback entry names its class (an experiment's leftovers would not)."""
-    for group in ("logger", "callbacks"):
-        for name, entry in (cfg.get(group) or {}).items():
-            if entry is not None and "_target_" not in entry:
-                raise RecforgeError(
-                    f"{group}.{name} has settings but no _target_ (left over from an experiment after choosing "
-                    f"another {group} option?); set {group}.{name}=null or pick a {group} option that defines it."
-                )
-
-
 def best_checkpoint(trainer: L.Trainer) -> str | None:
     cb = trainer.checkpoint_callback
     return getattr(cb, "best_model_path", None) or None
@@ -130,9 +120,7 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, Any]:
     """One run; writes run_info.json, config.yaml, dataset_stats.json and metrics.json in the run dir."""
-    check_required(cfg)
-    check_objective(cfg.objective, cfg.objective_mode, list(cfg.evaluation.ks))
-    check_entries(cfg)
+    validate_config(cfg)  # first: a config mistake is reported before any data is read
     out = Path(cfg.paths.output_dir)
     resume = checkpoint_to_resume(cfg, out)
     is_main = rank_zero_only.rank == 0  # DDP workers started by Lightning write nothing
@@ -173,9 +161,12 @@ def checkpoint_to_resume(cfg: DictConfig, out: Path) -> str | None:
         changed = config_changes(OmegaConf.load(out / "config.yaml"), cfg)
         if changed:
             raise RecforgeError(f"resume=true: the config differs from the interrupted run's {out / 'config.yaml'} at {', '.join(changed[:5])}; resume with the same overrides.")
+        check_checkpoint(last)  # a damaged file is named, never loaded half-way
         return str(last)
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise RecforgeError(f"ckpt_path={cfg.ckpt_path}: no checkpoint file at {Path(cfg.ckpt_path).resolve()}.")
+    if cfg.get("ckpt_path"):
+        check_checkpoint(cfg.ckpt_path)
     return cfg.get("ckpt_path")
 
 
@@ -227,17 +218,6 @@ def fit_and_test(trainer: L.Trainer, module: NextItemModule, datamodule: Sequenc
         "test_seconds": round(time.perf_counter() - started, 2),
         "dataset": datamodule.stats,
     }
-
-
-def check_objective(objective: str, mode: str, ks: list[int]) -> None:
-    """The objective must be a validation metric that is computed, e.g. val/ndcg@10 with 10 in evaluation.ks."""
-    if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
-        raise RecforgeError(f"evaluation.ks={ks} must be a non-empty list of integers >= 1.")
-    names = {f"val/{m}@{k}" for m in METRICS for k in ks}
-    if objective not in names:
-        raise RecforgeError(f"objective={objective} is not a computed metric; expected one of {', '.join(sorted(names))}.")
-    if mode not in ("max", "min"):
-        raise RecforgeError(f"objective_mode={mode} must be 'max' or 'min'.")
 
 
 def tested_validation(module: NextItemModule, ckpt: str | None) -> tuple[int | None, dict[str, float]]:

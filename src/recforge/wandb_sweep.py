@@ -17,7 +17,7 @@ import yaml
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import recforge.sweep  # noqa: F401  (registers the optuna_direction resolver)
 from recforge.cli import user_errors

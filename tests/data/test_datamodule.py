@@ -83,7 +83,7 @@ def test_sequences_of_tiny_dataset():
     assert dm.num_items == 8
     # 3 users, 8 items, 12 interactions: density 12 / 24 = 0.5, mean length 4, max 7
     assert dm.stats == {"users": 3, "items": 8, "interactions": 12, "density": 0.5,
-                        "mean_length": 4.0, "max_length": 7}
+                        "mean_length": 4.0, "max_length": 7, "duplicates_removed": 0}
 
 
 def test_train_windows_tensor():
@@ -246,7 +246,9 @@ def test_damaged_cache_is_rebuilt(tmp_path, damage):
     assert len(built) == 1  # damage detected -> rebuilt from the reader
     assert_same_sequences(reference, seqs)
     # and the cache file has been rewritten in good shape
-    assert_same_sequences(reference, _load_cache(path))
+    cached, removed = _load_cache(path)
+    assert_same_sequences(reference, cached)
+    assert removed == 0
 
 
 # ------------------------------------------------------------------------- errors
@@ -308,3 +310,111 @@ def test_length_bucket_sampler_order_changes_between_epochs():
     torch.manual_seed(1)
     sampler = LengthBucketBatchSampler(RandomSampler(range(200)), 16, False, torch.randint(1, 9, (200,)), 5)
     assert list(sampler) != list(sampler)
+
+
+def _damage_arrays(reference, change: str) -> dict:
+    """The cache arrays of ``reference`` with one inconsistency (each a readable, CRC-valid npz)."""
+    arrays = {"items": reference.items, "indptr": reference.indptr, "ratings": reference.ratings,
+              "user_ids": reference.user_ids.astype(str), "item_ids": reference.item_ids.astype(str),
+              "duplicates_removed": np.int64(0)}
+    if change == "item_out_of_range":
+        arrays["items"] = np.where(reference.items == 8, 9, reference.items)  # only 8 items exist
+    elif change == "item_zero":
+        arrays["items"] = np.where(reference.items == 1, 0, reference.items)  # 0 is padding, never an item
+    elif change == "indptr_length":
+        arrays["indptr"] = reference.indptr[:-1]  # 3 users need 4 offsets
+    elif change == "indptr_decreasing":
+        arrays["indptr"] = np.array([0, 9, 7, 12])
+    elif change == "ratings_length":
+        arrays["ratings"] = reference.ratings[:-1]
+    elif change == "float_items":
+        arrays["items"] = reference.items.astype(np.float64)
+    elif change == "no_duplicates_count":
+        del arrays["duplicates_removed"]
+    return arrays
+
+
+@pytest.mark.parametrize("change", ["item_out_of_range", "item_zero", "indptr_length", "indptr_decreasing",
+                                    "ratings_length", "float_items", "no_duplicates_count"])
+def test_inconsistent_cache_arrays_are_rebuilt_with_a_warning(tmp_path, caplog, change):
+    reference = make_dm(tmp_path).load_sequences()
+    path = next((tmp_path / "cache").glob("tiny-*.npz"))
+    with open(path, "wb") as fh:
+        np.savez(fh, **_damage_arrays(reference, change))
+    dm = make_dm(tmp_path)
+    built = count_builds(dm)
+    with caplog.at_level("WARNING", logger="recforge.data.datamodule"):
+        seqs = dm.load_sequences()
+    assert len(built) == 1
+    assert_same_sequences(reference, seqs)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"dataset cache {path} is damaged (")
+    assert warnings[0].endswith("); rebuilding it")
+
+
+def test_cache_write_is_atomic_and_leaves_no_temp_file_on_failure(tmp_path, monkeypatch):
+    dm = make_dm(tmp_path)
+
+    def failing_savez(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", failing_savez)
+    with pytest.raises(OSError, match="disk full"):
+        dm.load_sequences()
+    assert list((tmp_path / "cache").iterdir()) == []  # neither a cache file nor a temp file
+
+
+# 3 repeats of a (user, item, timestamp) already in ROWS; the last one with another rating
+DUPLICATED = ROWS + [("u1", "c", 3, 4.0), ("u3", "h", 2, 2.0), ("u1", "c", 3, 1.0)]
+
+
+def test_duplicates_are_removed_counted_and_cached(tmp_path, caplog):
+    dm = make_dm(tmp_path, rows=DUPLICATED)
+    with caplog.at_level("INFO", logger="recforge.data.datamodule"):
+        seqs = dm.load_sequences()
+    assert dm.stats["duplicates_removed"] == 3
+    assert dm.stats["interactions"] == 12 and seqs.items.tolist() == [1, 2, 3, 4, 5, 6, 7, 2, 3, 3, 8, 1]
+    assert seqs.ratings[2] == 4.0  # the first of the repeated rows is kept
+    assert "dataset tiny: removed 3 duplicate interactions (same user, item and timestamp)" in caplog.messages
+    cached = make_dm(tmp_path, rows=DUPLICATED)
+    rebuilt = count_builds(cached)
+    cached.load_sequences()
+    assert rebuilt == [] and cached.stats == dm.stats  # the count survives the cache
+
+
+def test_filtering_messages_name_dataset_source_and_settings(tmp_path):
+    class FileReader(InMemoryReader):
+        def source_files(self) -> list:
+            return [tmp_path / "events.csv"]
+
+    dm = SequenceDataModule(name="events", reader=FileReader(ROWS), split=LeaveOneOut(), max_len=3, user_k=3, item_k=4)
+    with pytest.raises(RecforgeError) as info:
+        dm.load_sequences()
+    assert str(info.value) == (
+        f"dataset 'events': filtering removed all 12 interactions read from {tmp_path / 'events.csv'} "
+        "(dataset.min_rating=None, dataset.user_k=3, dataset.item_k=4: every user needs at least 3 and every item "
+        "at least 4 interactions); lower these values."
+    )
+    dm = SequenceDataModule(name="events", reader=FileReader(ROWS), split=LeaveOneOut(), max_len=3, min_rating=9)
+    with pytest.raises(RecforgeError) as info:
+        dm.load_sequences()
+    assert str(info.value) == (
+        f"dataset 'events': none of the 12 interactions read from {tmp_path / 'events.csv'} has a rating >= "
+        "dataset.min_rating=9; lower dataset.min_rating or set it to null."
+    )
+
+
+def test_split_leaving_no_sample_names_the_dataset():
+    short = [("u1", "a", 1, 1.0), ("u1", "b", 2, 1.0), ("u2", "a", 1, 1.0)]
+    with pytest.raises(RecforgeError) as info:
+        make_dm(rows=short, name="short").setup("fit")
+    assert str(info.value) == (
+        "dataset 'short' (2 users, the longest with 2 interactions): split.leave_one_out: no user has the 3 "
+        "interactions it needs (train, validation, test)."
+    )
+    with pytest.raises(RecforgeError) as info:
+        make_dm(rows=short, name="short", split=TemporalRatio(0.5, 0.3)).setup("fit")
+    assert str(info.value) == (
+        "dataset 'short' (2 users, the longest with 2 interactions): the split leaves no validation and no test "
+        "sample; no user has enough interactions for a training, a validation and a test part."
+    )

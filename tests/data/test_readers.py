@@ -472,7 +472,11 @@ def test_table_numeric_epochs_exact(tmp_path: Path) -> None:
 
 def test_table_missing_column_lists_found(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", "user,item_id,timestamp\n1,2,3\n")
-    with raises(f"{path.resolve()} has no column 'user_id' (found columns 'user', 'item_id', 'timestamp')"):
+    with raises(
+        f"{path.resolve()} has no column 'user_id' (expected user_col 'user_id', item_col 'item_id', time_col "
+        "'timestamp'; found columns 'user', 'item_id', 'timestamp'); set dataset.reader.user_col to the file's "
+        "column names"
+    ):
         InteractionTable(str(path)).read()
 
 
@@ -483,28 +487,31 @@ def test_table_wrong_delimiter_hint(tmp_path: Path, content: str, guess: str) ->
     path = write(tmp_path / "t.csv", content)
     with pytest.raises(RecforgeError) as info:
         InteractionTable(str(path), time_col=None).read()
-    assert f"looks like the delimiter is {guess}, set sep" in str(info.value)
-    assert "has no columns 'user_id', 'item_id' (found columns 'user_id" in str(info.value)
+    header = content.splitlines()[0]
+    assert str(info.value) == (
+        f"{path.resolve()} has only 1 column {header!r} when split with sep ',', expected columns user_col "
+        f"'user_id', item_col 'item_id'; it looks {guess}-separated, so set dataset.reader.sep={guess}"
+    )
 
 
 def test_table_bad_timestamp_names_column_value_and_row(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", "user_id,item_id,timestamp\n1,2,2020-01-01\n1,3,yesterday\n")
-    with raises(f"{path.resolve()}: column 'timestamp' has 'yesterday' at data row 2"):
+    with raises(f"{path.resolve()}: line 3 has 'yesterday' in column 'timestamp', expected integer epoch seconds"):
         InteractionTable(str(path)).read()
 
 
 def test_table_bad_rating_and_empty_id(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", "user_id,item_id,timestamp,r\n1,2,3,4\n1,2,3,five\n")
-    with raises("column 'r' has 'five' at data row 2, expected a number"):
+    with raises(f"{path.resolve()}: line 3 has 'five' in column 'r', expected a number"):
         InteractionTable(str(path), rating_col="r").read()
     write(path, "user_id,item_id,timestamp\n1,2,3\n,2,3\n")
-    with raises("column 'user_id' is empty at data row 2"):
+    with raises(f"{path.resolve()}: line 3 has an empty value in column 'user_id', expected an id"):
         InteractionTable(str(path)).read()
 
 
 def test_table_row_with_extra_field(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", "user_id,item_id,timestamp\n1,2,3\n\n1,2,3,4\n")
-    with raises(f"{path.resolve()}: line 4 has 4 fields, expected 3 separated by ','"):
+    with raises(f"{path.resolve()}: line 4 has 4 fields, expected 3 like the header, separated by ','"):
         InteractionTable(str(path)).read()
 
 
@@ -534,8 +541,10 @@ def test_table_parquet_round_trip(tmp_path: Path) -> None:
     epoch.to_parquet(tmp_path / "e.pq")
     df = InteractionTable(str(tmp_path / "e.pq"), user_col="uid", item_col="iid", time_col="ts").read()
     assert records(df) == [("10", "a", 5, None), ("11", "b", 6, None), ("10", "c", 7, None)]
-    found = "(found columns 'uid', 'iid', 'ts', 'score')"
-    with raises(f"has no columns 'user_id', 'item_id', 'timestamp' {found}"):
+    found = "found columns 'uid', 'iid', 'ts', 'score'"
+    with raises(f"has no columns 'user_id', 'item_id', 'timestamp' (expected user_col 'user_id', item_col 'item_id', "
+                f"time_col 'timestamp'; {found}); set dataset.reader.user_col, dataset.reader.item_col, "
+                "dataset.reader.time_col to the file's column names"):
         InteractionTable(str(path)).read()
 
 
@@ -551,7 +560,8 @@ def test_table_item_text(tmp_path: Path) -> None:
     only_title = InteractionTable(str(inter), item_text_path=str(meta), item_text_cols=["title"]).item_text()
     assert only_title["text"].tolist() == ["Red shoe", "Blue hat"]
     assert reader.source_files() == [inter.resolve(), meta.resolve()]
-    with raises("has no column 'colour' (found columns 'item_id', 'title', 'brand')"):
+    with raises("has no column 'colour' (expected item_col 'item_id', item_text_cols 'colour'; found columns "
+                "'item_id', 'title', 'brand'); set dataset.reader.item_text_cols to the file's column names"):
         InteractionTable(str(inter), item_text_path=str(meta), item_text_cols=["colour"]).item_text()
 
 
@@ -686,3 +696,127 @@ def test_real_beauty(data_root: Path) -> None:
         items = reader.item_text()
         assert len(items) == 12_101 and set(items["item"]) == set(df["item"])
         assert all(t.startswith("attributes:") for t in items["text"].head(100))
+
+
+# ------------------------------------------------- InteractionTable: lines, field counts, kinds
+
+
+def test_table_line_numbers_count_blank_lines_and_quoted_newlines(tmp_path: Path) -> None:
+    # physical lines: 1 header, 2 ok, 3 blank, 4 whitespace only, 5-6 one record with a quoted newline, 7 bad
+    path = write(tmp_path / "t.csv", 'user_id,item_id,timestamp\n1,2,3\n\n   \n1,"a\nb",4\n1,2,later\n')
+    with pytest.raises(RecforgeError) as info:
+        InteractionTable(str(path)).read()
+    assert str(info.value) == (
+        f"{path.resolve()}: line 7 has 'later' in column 'timestamp', expected integer epoch seconds or an ISO date "
+        "such as 2020-01-31T12:00:00"
+    )
+    write(path, 'user_id,item_id,timestamp\n1,2,3\n\n   \n1,"a\nb",4\n')
+    assert records(InteractionTable(str(path)).read()) == [("1", "2", 3, None), ("1", "a\nb", 4, None)]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        # pandas would pad the short line with an empty timestamp
+        ("user_id,item_id,timestamp\n1,2,3\n\n1,2\n",
+         "line 4 has 2 fields, expected 3 like the header, separated by ','"),
+        # every data line one field longer: pandas would take the first field as an index and shift the columns
+        ("user_id,item_id,timestamp\n9,1,2,3\n9,1,2,4\n",
+         "line 2 has 4 fields, expected 3 like the header, separated by ','"),
+        ("user_id,item_id,timestamp\n1,2,3\n1,\"2,3\n1,2,4\n", "line 3 opens a quoted field that is never closed"),
+    ],
+)
+def test_table_field_count_and_quotes(tmp_path: Path, content: str, expected: str) -> None:
+    path = write(tmp_path / "t.csv", content)
+    with raises(f"{path.resolve()}: {expected}"):
+        InteractionTable(str(path)).read()
+
+
+@pytest.mark.parametrize(
+    ("stamps", "expected"),
+    [
+        (["100", "2020-01-01"], ("line 3 has a date '2020-01-01' in column 'timestamp' while line 2 has epoch "
+                                 "seconds '100', expected one kind throughout (all epoch seconds or all ISO dates)")),
+        (["2020-01-01", "100"], ("line 3 has epoch seconds '100' in column 'timestamp' while line 2 has a date "
+                                 "'2020-01-01', expected one kind throughout")),
+        (["100", "1e30"], "line 3 has '1e30' in column 'timestamp', expected epoch seconds that fit in 64 bits"),
+        (["100", "nan"], "line 3 has 'nan' in column 'timestamp', expected integer epoch seconds or an ISO date"),
+    ],
+)
+def test_table_timestamp_kinds(tmp_path: Path, stamps: list[str], expected: str) -> None:
+    path = write(tmp_path / "t.csv", "user_id,item_id,timestamp\n" + "".join(f"1,2,{s}\n" for s in stamps))
+    with raises(f"{path.resolve()}: {expected}"):
+        InteractionTable(str(path)).read()
+
+
+def test_table_parquet_messages_name_rows(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"user_id": [1, 2, 3], "item_id": ["a", None, "c"], "timestamp": [1.0, 2.0, None]}).to_parquet(path)
+    with raises(f"{path.resolve()}: row 2 has an empty value in column 'item_id', expected an id"):
+        InteractionTable(str(path)).read()
+    pd.DataFrame({"user_id": [1, 2, 3], "item_id": ["a", "b", "c"], "timestamp": [1.0, 2.0, None]}).to_parquet(path)
+    with raises(f"{path.resolve()}: row 3 has an empty value in column 'timestamp', expected integer epoch seconds"):
+        InteractionTable(str(path)).read()
+
+
+def test_table_encoding_is_strict_and_configurable(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes("user_id,item_id,timestamp\n1,caf\xe9,3\n1,cafe,4\n".encode("latin-1"))
+    with raises(
+        f"{path.resolve()}: line 2 column 6 is not valid utf-8 text (byte 0xe9); save the file as utf-8 or name its "
+        "encoding, e.g. ++dataset.reader.encoding=latin-1"
+    ):
+        InteractionTable(str(path)).read()
+    df = InteractionTable(str(path), encoding="latin-1").read()
+    assert df["item"].tolist() == ["caf\xe9", "cafe"]  # two items, never merged by a replacement character
+
+
+def test_table_tab_typed_on_the_command_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.tsv", "user_id\titem_id\ttimestamp\n1\t2\t3\n")
+    reader = InteractionTable(str(path), sep="\\t")  # Hydra keeps dataset.reader.sep='\t' as backslash + t
+    assert reader.sep == "\t"
+    assert records(reader.read()) == [("1", "2", 3, None)]
+
+
+def test_table_item_text_problems(tmp_path: Path, caplog) -> None:
+    inter = write(tmp_path / "t.csv", "user_id,item_id,timestamp\n1,2,3\n")
+    meta = write(tmp_path / "items.csv", "item_id,title,brand\n2,Red shoe,\n3,,\n")
+    reader = InteractionTable(str(inter), item_text_path=str(meta))
+    with raises(f"{meta.resolve()}: text column 'brand' is blank in every row, expected item text"):
+        reader.read()  # read() checks a configured item table too
+    write(meta, "item_id,title,brand\n2,Red shoe,Acme\n\n3,,\n")
+    with caplog.at_level("WARNING", logger="recforge.data.readers.table"):
+        assert reader.item_text()["text"].tolist() == ["title: Red shoe. brand: Acme", ""]
+    expected = f"{meta.resolve()}: 1 of 2 items have no text in title, brand (first at line 4); their text is empty"
+    assert expected in caplog.messages
+    write(meta, "item_id,title\n2,Red shoe\n3,Hat\n2,Blue shoe\n")
+    with raises(f"{meta.resolve()}: line 4 repeats item_id '2' of line 2, expected one row per item"):
+        reader.item_text()
+    write(meta, "item_id\n2\n")
+    with raises(f"{meta.resolve()} has no column besides item_col 'item_id', expected item text columns"):
+        reader.item_text()
+
+
+# ------------------------------------------------------------------ S3Rec: users, attributes
+
+
+def test_s3rec_user_on_two_lines(tmp_path: Path) -> None:
+    path = write(tmp_path / "T.txt", "1 10 11\n2 11 12\n\n1 12\n")
+    with raises(f"{path.resolve()}: line 4 repeats user 1 of line 1 (expected one line 'user item1 item2 ...' "
+                "per user)"):
+        S3RecSequences(str(path)).read()
+
+
+def test_s3rec_attributes_checked_on_read_when_present(tmp_path: Path) -> None:
+    path = write(tmp_path / "T.txt", "1 10 11\n")
+    attrs = tmp_path / "T_item2attributes.json"
+    assert len(S3RecSequences(str(path), str(attrs)).read()) == 2  # absent: fine for an id-only model
+    write(attrs, '{"10": [1],\n "11": [2]\n')
+    with raises(f"{attrs.resolve()} is not valid JSON at line 3 column 1 (Expecting ',' delimiter)"):
+        S3RecSequences(str(path), str(attrs)).read()
+    write(attrs, '{"10": [1],\n "x11": [2]}')
+    with raises(f"{attrs.resolve()}: line 2 key 'x11' is not an integer item id"):
+        S3RecSequences(str(path), str(attrs)).read()
+    write(attrs, '{"10": [1],\n "11": 2}')
+    with raises(f"{attrs.resolve()}: line 2 item '11' maps to 2, expected a list of integer attribute ids"):
+        S3RecSequences(str(path), str(attrs)).read()

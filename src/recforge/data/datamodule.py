@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -26,7 +25,7 @@ from recforge.data.splits import Split, training_windows
 from recforge.errors import RecforgeError
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: duplicates_removed stored with the sequences
 
 
 class Reader(Protocol):
@@ -157,29 +156,49 @@ class SequenceDataModule(L.LightningDataModule):
                   files, self.min_rating, self.user_k, self.item_k, CACHE_VERSION]
         return hashlib.sha256(json.dumps(params, default=str).encode()).hexdigest()[:16]
 
-    def _build(self) -> Sequences:
+    def _source(self) -> str:
+        """Where the interactions came from, for messages: the reader's first file, or its class."""
+        files = self.reader.source_files()
+        return str(files[0]) if files else type(self.reader).__name__
+
+    def _build(self) -> tuple[Sequences, int]:
+        """Read, filter and remap; returns the sequences and how many duplicate rows were removed."""
         df = self.reader.read()
+        read = len(df)
         df = filter_min_rating(df, self.min_rating)
-        df = k_core(deduplicate(df), max(self.user_k, 1), max(self.item_k, 1))
         if len(df) == 0:
             raise RecforgeError(
-                f"dataset '{self.name}': no interactions are left after filtering "
-                f"(min_rating={self.min_rating}, user_k={self.user_k}, item_k={self.item_k}); lower these values."
+                f"dataset '{self.name}': none of the {read} interactions read from {self._source()} has a rating "
+                f">= dataset.min_rating={self.min_rating}; lower dataset.min_rating or set it to null."
             )
-        return to_sequences(df)
+        unique = deduplicate(df)
+        removed = len(df) - len(unique)
+        if removed:
+            log.info("dataset %s: removed %d duplicate interactions (same user, item and timestamp)",
+                     self.name, removed)
+        df = k_core(unique, max(self.user_k, 1), max(self.item_k, 1))
+        if len(df) == 0:
+            raise RecforgeError(
+                f"dataset '{self.name}': filtering removed all {len(unique)} interactions read from {self._source()} "
+                f"(dataset.min_rating={self.min_rating}, dataset.user_k={self.user_k}, dataset.item_k={self.item_k}: "
+                f"every user needs at least {max(self.user_k, 1)} and every item at least {max(self.item_k, 1)} "
+                "interactions); lower these values."
+            )
+        return to_sequences(df), removed
 
     def load_sequences(self) -> Sequences:
         """Build the CSR sequences once, reusing the on-disk cache when its key matches."""
         if self.sequences is not None:
             return self.sequences
         path = self.cache_dir / f"{self.name}-{self._cache_key()}.npz" if self.cache_dir else None
-        seqs = _load_cache(path) if path is not None else None
-        if seqs is None:
-            seqs = self._build()
+        cached = _load_cache(path) if path is not None else None
+        if cached is None:
+            cached = self._build()
             if path is not None:
-                _save_cache(path, seqs)
+                _save_cache(path, *cached)
+        seqs, removed = cached
         self.sequences = seqs
-        self.stats = statistics(seqs)
+        self.stats = {**statistics(seqs), "duplicates_removed": removed}
         return seqs
 
     def prepare_data(self) -> None:
@@ -189,7 +208,7 @@ class SequenceDataModule(L.LightningDataModule):
         if hasattr(self, "train_set"):
             return
         seqs = self.load_sequences()
-        split = self.split_fn(seqs.lengths)
+        split = self._split(seqs)
         items = torch.from_numpy(seqs.items)
         indptr = torch.from_numpy(seqs.indptr)
         idx = training_windows(seqs.indptr, split.train_lengths, self.max_len)  # (W, L+1)
@@ -201,6 +220,21 @@ class SequenceDataModule(L.LightningDataModule):
         self.item_counts = torch.from_numpy(np.bincount(seqs.items[train_mask], minlength=seqs.num_items + 1))
         self.stats.update({"train_windows": int(windows.shape[0]), "val_samples": len(self.val_set), "test_samples": len(self.test_set)})
         log.info("dataset %s: %s", self.name, self.stats)
+
+    def _split(self, seqs: Sequences) -> Split:
+        """The configured split; a split that leaves nothing to validate or test names the dataset."""
+        shape = f"{seqs.num_users} users, the longest with {int(seqs.lengths.max())} interactions"
+        try:
+            split = self.split_fn(seqs.lengths)
+        except RecforgeError as exc:
+            raise RecforgeError(f"dataset '{self.name}' ({shape}): {exc}") from None
+        empty = [name for name, rows in (("validation", split.val), ("test", split.test)) if len(rows) == 0]
+        if empty:
+            raise RecforgeError(
+                f"dataset '{self.name}' ({shape}): the split leaves no {' and no '.join(empty)} sample; "
+                "no user has enough interactions for a training, a validation and a test part."
+            )
+        return split
 
     @property
     def num_items(self) -> int:
@@ -226,27 +260,54 @@ class SequenceDataModule(L.LightningDataModule):
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
 
 
-def _save_cache(path: Path, seqs: Sequences) -> None:
-    """Write the cache atomically (temp file + rename)."""
+def _save_cache(path: Path, seqs: Sequences, duplicates_removed: int) -> None:
+    """Write the cache atomically: a temp file in the same folder, renamed over ``path`` only when complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        np.savez(fh, items=seqs.items, indptr=seqs.indptr, ratings=seqs.ratings,
-                 user_ids=seqs.user_ids.astype(str), item_ids=seqs.item_ids.astype(str))
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, items=seqs.items, indptr=seqs.indptr, ratings=seqs.ratings,
+                     user_ids=seqs.user_ids.astype(str), item_ids=seqs.item_ids.astype(str),
+                     duplicates_removed=np.int64(duplicates_removed))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def _load_cache(path: Path) -> Sequences | None:
-    """Load a cache file, or None when it is absent or damaged (it is then rebuilt)."""
+def _load_cache(path: Path) -> tuple[Sequences, int] | None:
+    """Load a cache file (sequences, duplicates removed), or None when it is absent or damaged (it is then
+    rebuilt). Every array is read in full and checked before anything is used: a damaged file never loads
+    half-way."""
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             seqs = Sequences(items=z["items"], indptr=z["indptr"], ratings=z["ratings"],
                              user_ids=z["user_ids"].astype(object), item_ids=z["item_ids"].astype(object))
-        if seqs.indptr[-1] != len(seqs.items):
-            raise ValueError("inconsistent CSR")
-        return seqs
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        log.warning("dataset cache %s is damaged (%s); rebuilding it", path, exc)
+            removed = z["duplicates_removed"]
+        problem = _cache_problem(seqs, removed)
+        if problem is not None:
+            raise ValueError(problem)
+        return seqs, int(removed)
+    except Exception as exc:  # noqa: BLE001 - any failure to read a cache means: rebuild it
+        log.warning("dataset cache %s is damaged (%s: %s); rebuilding it", path, type(exc).__name__, exc)
         return None
+
+
+def _cache_problem(seqs: Sequences, removed: np.ndarray) -> str | None:
+    """What is inconsistent in loaded cache arrays, or None when they form valid CSR sequences."""
+    if seqs.items.dtype != np.int64 or seqs.indptr.dtype != np.int64 or seqs.items.ndim != 1 or seqs.indptr.ndim != 1:
+        return "items and indptr must be 1-D int64 arrays"
+    if removed.shape != () or removed.dtype.kind not in "iu" or int(removed) < 0:
+        return "duplicates_removed must be a count"
+    if len(seqs.indptr) != len(seqs.user_ids) + 1 or seqs.indptr[0] != 0 or seqs.indptr[-1] != len(seqs.items):
+        return (f"indptr of length {len(seqs.indptr)} does not index {len(seqs.user_ids)} users and "
+                f"{len(seqs.items)} items")
+    if (np.diff(seqs.indptr) < 0).any():
+        return "indptr is not non-decreasing"
+    if len(seqs.ratings) != len(seqs.items) or len(seqs.item_ids) < 1 or seqs.item_ids[0] != "":
+        return "ratings or item ids do not match the items"
+    if len(seqs.items) and (seqs.items.min() < 1 or seqs.items.max() > seqs.num_items):
+        return f"item ids outside 1..{seqs.num_items}"
+    return None

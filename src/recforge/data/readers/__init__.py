@@ -14,6 +14,12 @@ non-numeric id, wrong delimiter, missing column, empty file, broken JSON) is
 raised as a one-sentence :class:`~recforge.errors.RecforgeError` naming the file
 and line, row or column.  Bulk parsing is done by pandas/pyarrow and validated
 vectorised; the raw file is re-scanned line by line only to describe an error.
+
+Blank lines (empty or whitespace only) are skipped by every reader: no format here
+gives them a meaning, and skipping them never moves a value into another field.
+Line numbers in messages count every physical line, blank ones included.
+Duplicate rows are kept here; the datamodule removes exact repeats and counts them
+(``duplicates_removed`` in the dataset statistics).
 """
 from __future__ import annotations
 

@@ -119,7 +119,10 @@ class _GroupLens:
 
 
 class _HeaderlessRatings(_GroupLens):
-    """MovieLens 100K and 1M: a headerless ratings file of user, item, rating, timestamp."""
+    """MovieLens 100K and 1M: a headerless ratings file of user, item, rating, timestamp.
+
+    Ids and timestamps must be integers (the first bad line is named); blank lines are skipped.
+    """
 
     SEP: str
     _FIELDS: _Fields

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,11 @@ class S3RecSequences:
     ``timestamp`` is the position within the user's line (0, 1, ...); ``rating`` is NaN.
     ``attributes_path`` optionally names the ``<name>_item2attributes.json`` file
     (item id -> list of attribute ids) used by :meth:`item_text`.
+
+    Decisions on messy input: blank lines are skipped (the format has one user per non-blank line, so
+    nothing can shift); ids must be integers; a user on two lines is an error (positions would restart and
+    interleave two histories). The attributes file is optional for id-only models, but when it exists
+    :meth:`read` validates it, so a broken file fails before training rather than at export.
     """
 
     def __init__(self, path: str, attributes_path: str | None = None) -> None:
@@ -30,6 +36,8 @@ class S3RecSequences:
         """All interactions, user by user, in file order."""
         path = _check_file(self.path, self.path.stem)
         users, items, counts = _parse_sequences(path)
+        if self.attributes_path is not None and self.attributes_path.is_file():
+            _load_attributes(_abs(self.attributes_path))
         total = len(items)
         offsets = np.repeat(np.cumsum(counts) - counts, counts)
         positions = np.arange(total, dtype=np.int64) - offsets
@@ -58,6 +66,7 @@ def _parse_sequences(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     users: list[str] = []
     items: list[str] = []
     counts: list[int] = []
+    seen: dict[str, int] = {}
     with open(path, encoding="utf-8", errors="replace") as handle:
         for lineno, line in enumerate(handle, 1):
             tokens = line.split()
@@ -66,6 +75,12 @@ def _parse_sequences(path: Path) -> tuple[list[str], list[str], np.ndarray]:
             joined = "".join(tokens)
             if len(tokens) < 2 or not (joined.isascii() and joined.isdigit()):
                 _bad_sequence_line(path, lineno, line, tokens)
+            first = seen.setdefault(tokens[0], lineno)
+            if first != lineno:
+                raise RecforgeError(
+                    f"{path}: line {lineno} repeats user {tokens[0]} of line {first} "
+                    "(expected one line 'user item1 item2 ...' per user)"
+                )
             users.append(tokens[0])
             items.extend(tokens[1:])
             counts.append(len(tokens) - 1)
@@ -92,8 +107,8 @@ def _bad_sequence_line(path: Path, lineno: int, line: str, tokens: list[str]) ->
 def _load_attributes(path: Path) -> dict[str, list[int]]:
     """Load and validate an item2attributes JSON object (item id -> list of int attribute ids)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecforgeError(
             f"{path} is not valid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})"
@@ -106,9 +121,21 @@ def _load_attributes(path: Path) -> dict[str, list[int]]:
             "item id to a list of attribute ids"
         )
     for item, values in data.items():
+        if not (item.isascii() and item.isdigit()):
+            raise RecforgeError(
+                f"{path}:{_key_line(text, item)} key {_clip(item, 20)!r} is not an integer item id, expected an "
+                "object mapping item id to a list of attribute ids"
+            )
         if not isinstance(values, list) or not all(type(v) is int for v in values):
             shown = _clip(json.dumps(values), 40)
             raise RecforgeError(
-                f"{path}: item {item!r} maps to {shown}, expected a list of integer attribute ids"
+                f"{path}:{_key_line(text, item)} item {item!r} maps to {shown}, expected a list of integer "
+                "attribute ids"
             )
     return data
+
+
+def _key_line(text: str, key: str) -> str:
+    """' line N' of the first place ``key`` appears as an object key in JSON ``text`` ('' if not found)."""
+    match = re.search(re.escape(json.dumps(key)) + r"\s*:", text)
+    return f" line {text.count(chr(10), 0, match.start()) + 1}" if match else ""
