@@ -52,12 +52,20 @@ def run_info(cwd: str | Path) -> dict[str, Any]:
     }
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then rename."""
+def write_text(path: str | Path, text: str) -> None:
+    """Write text atomically: a temporary file in the same folder, then rename (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

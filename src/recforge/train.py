@@ -25,7 +25,7 @@ from recforge.cli import user_errors
 from recforge.data.datamodule import SequenceDataModule
 from recforge.errors import RecforgeError
 from recforge.models.module import NextItemModule
-from recforge.runinfo import run_info, write_json
+from recforge.runinfo import run_info, write_json, write_text
 from recforge.sweep import finish_wandb, flatten, record_failure, run_identity
 from recforge.validate import validate_config
 
@@ -128,7 +128,7 @@ def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, 
     datamodule, module = build(cfg)
     if is_main and not cfg.get("resume"):
         write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
-        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_json(out / "dataset_stats.json", datamodule.stats)
         write_json(out / ITEM_IDS_FILE, item_id_map(datamodule))
     history = csv_history(out, resume) if cfg.get("resume") else []
@@ -205,7 +205,7 @@ def fit_and_test(trainer: L.Trainer, module: NextItemModule, datamodule: Sequenc
     started = time.perf_counter()
     ckpt = None
     if module.trainable:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True if resume else None)
         ckpt = best_checkpoint(trainer)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
