@@ -67,6 +67,14 @@ def test_resume_refuses_a_finished_run_or_a_changed_config(tmp_path):
         f"recforge: error: resume=true: the run in {out} already finished (metrics.json exists); start a new run instead.")
     assert (out / "metrics.json").exists()  # the finished run is untouched
 
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    overwrite = run(tmp_path, f"hydra.run.dir={out}", "trainer.max_epochs=1")  # no resume: refused
+    assert overwrite.returncode == 2
+    assert overwrite.stderr.strip().splitlines()[-1] == (
+        f"recforge: error: {out} already holds a run and runs are never overwritten; choose another "
+        "hydra.run.dir, or add resume=true to continue that run.")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing rewritten
+
     (out / "metrics.json").unlink()  # pretend it was interrupted, then resume with another learning rate
     changed = run(tmp_path, f"hydra.run.dir={out}", "trainer.max_epochs=1", "resume=true", "optimizer.lr=0.5")
     assert changed.returncode == 2

@@ -163,6 +163,8 @@ def checkpoint_to_resume(cfg: DictConfig, out: Path) -> str | None:
             raise RecforgeError(f"resume=true: the config differs from the interrupted run's {out / 'config.yaml'} at {', '.join(changed[:5])}; resume with the same overrides.")
         check_checkpoint(last)  # a damaged file is named, never loaded half-way
         return str(last)
+    if rank_zero_only.rank == 0 and any((out / name).exists() for name in ("config.yaml", "metrics.json")):
+        raise RecforgeError(f"{out} already holds a run and runs are never overwritten; choose another hydra.run.dir, or add resume=true to continue that run.")
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise RecforgeError(f"ckpt_path={cfg.ckpt_path}: no checkpoint file at {Path(cfg.ckpt_path).resolve()}.")
     if cfg.get("ckpt_path"):
