@@ -338,6 +338,8 @@ KNOWN_TRAINERS = {
     "gpu": {"accelerator": "gpu", "devices": 1, "precision": "16-mixed"},
     "ddp": {"accelerator": "auto", "devices": 2, "precision": "32-true", "strategy": "ddp",
             "use_distributed_sampler": True},
+    "ddp_multinode": {"accelerator": "auto", "num_nodes": 2, "precision": "32-true", "strategy": "ddp",
+                      "sync_batchnorm": False, "use_distributed_sampler": True},
 }
 
 
@@ -358,6 +360,14 @@ def check_trainer(option: str, compose_train, tmp_path: Path) -> None:
     assert trainer.precision in allowed
     if cfg.trainer.get("strategy") == "ddp":
         assert isinstance(trainer.strategy, DDPStrategy)
+    if option == "ddp_multinode":
+        assert OmegaConf.is_missing(cfg.trainer, "devices")  # processes per node: always given explicitly
+        cpu = compose_train("trainer=cpu").trainer  # the rest as trainer/cpu (written out, not inherited)
+        assert all(cfg.trainer[k] == v for k, v in cpu.items() if k not in ("accelerator", "devices"))
+        assert trainer.num_nodes == 2 and trainer.world_size == 2  # 2 nodes x 1 device (nothing launched here)
+        one_node = instantiate(cfg.trainer, logger=False, enable_progress_bar=False, accelerator="cpu", devices=1,
+                               num_nodes=1)
+        assert isinstance(one_node.strategy, DDPStrategy) and one_node.world_size == 1
 
 
 KNOWN_LOGGERS = {
@@ -427,6 +437,42 @@ def check_hydra(option: str, compose_train, tmp_path: Path) -> None:
         assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["dataset.root", "hparams_search"]
         assert cfg.hydra.callbacks.trial_summary._target_ == "recforge.sweep.TrialSummary"
         assert get_class(cfg.hydra.callbacks.trial_summary._target_) is not None
+
+
+def check_hydra_launcher(option: str, compose_train, tmp_path: Path) -> None:
+    """A launcher composes with the multi-node trainer, builds, and its settings make a valid sbatch script."""
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from submitit.slurm.slurm import SlurmExecutor
+
+    cfg = compose_raw(f"hydra/launcher={option}", "trainer=ddp_multinode", "trainer.devices=4",
+                      "trainer.num_nodes=3", hydra_cfg=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher) is get_class(cfg.hydra.launcher._target_)
+    if option != "slurm":
+        return
+    assert type(launcher).__name__ == "SlurmLauncher"
+    params = dict(launcher.params)  # resolved: sized by the trainer
+    assert {k: params[k] for k in ("nodes", "tasks_per_node", "gpus_per_node", "timeout_min", "partition")} == {
+        "nodes": 3, "tasks_per_node": 4, "gpus_per_node": 4, "timeout_min": 240, "partition": None}
+    assert params["max_num_timeout"] == 0 and params["mem_gb"] > 0 and params["cpus_per_task"] >= 1
+    # what the launcher hands to submitit (as SlurmLauncher.launch does), rendered as the sbatch script
+    original = SlurmExecutor.affinity
+    SlurmExecutor.affinity = classmethod(lambda cls: 1)  # pretend srun exists: nothing is submitted
+    try:
+        import submitit
+
+        executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path / "submitit",
+                                         slurm_max_num_timeout=params.pop("max_num_timeout"))
+    finally:
+        SlurmExecutor.affinity = original
+    params.pop("submitit_folder")
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    script = executor._executor._make_submission_file_text("python -m recforge.train", "uid")
+    for line in ("--nodes=3", "--ntasks-per-node=4", "--gpus-per-node=4", "--time=240", "--cpus-per-task=8",
+                 "--mem=64GB"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert "--partition" not in script
 
 
 def check_hparams_search(option: str, compose_train, tmp_path: Path) -> None:
@@ -504,6 +550,7 @@ CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
     "experiment": check_experiment,
     "hparams_search": check_hparams_search,
     "hydra/sweeper/sampler": check_sweeper_sampler,
+    "hydra/launcher": check_hydra_launcher,
 }
 
 

@@ -1,10 +1,13 @@
 """recforge-eval: re-test a finished run's checkpoint with the run's own resolved config.
 
-Writes ``metrics.json`` in ``<run_dir>/eval/<time>/`` and prints the metrics.
+Writes ``metrics.json`` in ``<run_dir>/eval/<time>/`` and prints the metrics. One process by default, whatever
+the run trained on; ``'overrides=["trainer.devices=2"]'`` evaluates data-parallel with the same metrics (each
+sample counted once).
 """
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import hydra
@@ -35,12 +38,17 @@ def find_checkpoint(run_dir: Path, which: str) -> Path:
     return path
 
 
+# evaluation runs in one process whatever the run trained on (a DDP or multi-node run too); the user's
+# overrides come after, so 'overrides=["trainer.devices=2"]' evaluates data-parallel (strategy auto -> ddp)
+SINGLE_PROCESS = ["trainer.devices=1", "trainer.num_nodes=1", "trainer.strategy=auto"]
+
+
 def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise RecforgeError(f"run_dir={run_dir}: {config.resolve()} is missing; is this a recforge-train run directory?")
     cfg = OmegaConf.load(config)
-    cfg.merge_with_dotlist(list(overrides))
+    cfg.merge_with_dotlist([*SINGLE_PROCESS, *overrides])
     return cfg  # type: ignore[return-value]
 
 
@@ -66,12 +74,16 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str], o
     load_weights(module, state, ckpt, run_dir)
     with open_dict(cfg):
         cfg.trainer.default_root_dir = str(out)
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], devices=1)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
-    trainer.test(module, dataloaders=loader)
+    with warnings.catch_warnings():  # Lightning's advice against DDP testing: samples it repeats count once here
+        warnings.filterwarnings("ignore", message="Using `DistributedSampler` with the dataloaders")
+        trainer.test(module, dataloaders=loader)  # under DDP every process ends with the metrics of all samples
     metrics = module.test_metrics
-    write_json(out / "metrics.json", {"split": split, "checkpoint": str(ckpt), "metrics": metrics,
-                                      "run_info": run_info(cfg.paths.root_dir)})
+    if trainer.is_global_zero:
+        write_json(out / "metrics.json", {"split": split, "checkpoint": str(ckpt), "metrics": metrics,
+                                          "samples": module.evaluated_samples["test"],
+                                          "processes": trainer.world_size, "run_info": run_info(cfg.paths.root_dir)})
     return metrics
 
 

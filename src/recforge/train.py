@@ -51,6 +51,7 @@ def build_module(cfg: DictConfig, num_items: int) -> NextItemModule:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         ks=tuple(cfg.evaluation.ks),
         mask_history=cfg.evaluation.mask_history,
+        item_chunk_size=cfg.evaluation.get("item_chunk_size"),  # absent in configs of older runs
     )
 
 

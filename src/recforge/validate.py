@@ -182,6 +182,7 @@ RULES: tuple[Rule, ...] = (
     Rule("ckpt_path", optional(TEXT)),
     Rule("evaluation.ks", CUTOFFS),
     Rule("evaluation.mask_history", BOOLEAN),
+    Rule("evaluation.item_chunk_size", optional(int_at_least(1))),
     # data
     Rule("dataset.max_len", int_at_least(2)),
     Rule("dataset.batch_size", int_at_least(1)),

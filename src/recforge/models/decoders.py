@@ -1,6 +1,13 @@
-"""Decoders: hidden states -> scores over every item id (column 0, padding, is -inf)."""
+"""Decoders: hidden states -> scores over every item id (column 0, padding, is -inf).
+
+A decoder's ``forward(hidden)`` scores every item id and ``score_items(hidden, items)`` chosen ones; a decoder may
+add ``score_range(hidden, start, end)`` for a block of consecutive ids (DotProduct does: one matmul against a
+slice of the table). :func:`score_columns` uses it, or ``score_items`` over the ids, so chunked evaluation works
+with every decoder without building the (M, N+1) matrix.
+"""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from recforge.models.embedders import IdEmbedding
@@ -26,3 +33,23 @@ class DotProduct(nn.Module):
     def score_items(self, hidden: Tensor, items: Tensor) -> Tensor:
         """Scores of chosen items only. hidden: (M, H), items: (M, K) -> (M, K)."""
         return (hidden.unsqueeze(1) * self.item_embedder(items)).sum(-1)  # (M, K)
+
+    def score_range(self, hidden: Tensor, start: int, end: int) -> Tensor:
+        """Scores of item ids start..end-1: ``forward(hidden)[:, start:end]`` up to float rounding (the matmul
+        kernel may sum in another order for another width). hidden: (M, H) -> (M, end - start)."""
+        return hidden @ self.item_embedder.output_weights()[start:end].T  # (M, end - start)
+
+
+def score_columns(decoder: nn.Module, hidden: Tensor, start: int, end: int) -> Tensor:
+    """Scores of item ids start..end-1 for every row, id 0 (padding) at -inf, like ``decoder(hidden)[:, start:end]``
+    but scoring only those ids: the decoder's ``score_range`` if it has one, else ``score_items`` over the ids.
+    hidden: (M, H) -> (M, end - start)."""
+    if hasattr(decoder, "score_range"):
+        scores = decoder.score_range(hidden, start, end)  # (M, C)
+    else:
+        ids = torch.arange(start, end, device=hidden.device).expand(hidden.shape[0], -1)  # (M, C)
+        scores = decoder.score_items(hidden, ids)  # (M, C)
+    if start == 0 and end > 0:
+        scores = scores.clone()  # a decoder may return a view of its own state (popularity counts)
+        scores[:, 0] = float("-inf")
+    return scores

@@ -10,13 +10,18 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from recforge.errors import TrainingDiverged
-from recforge.evaluation.ranking import RankAccumulator, rank_targets
+from recforge.evaluation.ranking import RankAccumulator, chunked_target_ranks, rank_targets
+from recforge.models.decoders import score_columns
 from recforge.models.encoders.base import FitsData, SequenceEncoder
 from recforge.rng import rng_states, set_rng_states
 
 
 class NextItemModule(L.LightningModule):
-    """Loss at every position of each training window; full ranking for validation and test."""
+    """Loss at every position of each training window; full ranking for validation and test.
+
+    ``item_chunk_size``: None scores all items of an evaluation batch at once (memory O(B x N)); an integer
+    ranks targets over that many item columns at a time (memory O(B x chunk)) with the same ranks.
+    """
 
     def __init__(
         self,
@@ -27,15 +32,17 @@ class NextItemModule(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         ks: tuple[int, ...] = (5, 10, 20),
         mask_history: bool = True,
+        item_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         self.encoder, self.decoder, self.loss = encoder, decoder, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.mask_history = mask_history
+        self.mask_history, self.item_chunk_size = mask_history, item_chunk_size
         self.val_ranks, self.test_ranks = RankAccumulator(list(ks)), RankAccumulator(list(ks))
         self._loss_sum = torch.zeros(())
         self.val_history: list[tuple[int, dict[str, float]]] = []  # (epoch, float64 metrics) per validation
         self.test_metrics: dict[str, float] = {}
+        self.evaluated_samples: dict[str, int] = {}  # unique samples behind the last val/test metrics
         self.loaded_epoch: int | None = None
 
     @property
@@ -79,19 +86,42 @@ class NextItemModule(L.LightningModule):
             )
 
     # ---- evaluation -----------------------------------------------------------------------------------
+    def hidden_state(self, recent: Tensor) -> Tensor:
+        """The state that predicts the next item after ``recent`` (B, L) -> (B, H)."""
+        return self.encoder(self.encoder.inference_input(recent))[:, -1]  # (B, H)
+
     def score(self, recent: Tensor) -> Tensor:
         """Scores over all item ids for the next item after ``recent`` (B, L) -> (B, N+1), float32."""
-        hidden = self.encoder(self.encoder.inference_input(recent))[:, -1]  # (B, H)
-        return self.decoder(hidden).float()
+        return self.decoder(self.hidden_state(recent)).float()
 
     def _rank(self, batch: dict[str, Tensor]) -> Tensor:
+        history = batch["history"] if self.mask_history else None
+        if self.item_chunk_size is not None:
+            return self._rank_chunked(batch["input"], batch["target"], history, self.item_chunk_size)
         scores = self.score(batch["input"])  # (B, N+1)
-        if torch.isnan(scores).any():  # one host sync per evaluation batch, next to a full ranking
+        self._check_scores(torch.isnan(scores).any())
+        return rank_targets(scores, batch["target"], history)  # (B,)
+
+    def _rank_chunked(self, recent: Tensor, targets: Tensor, history: Tensor | None, chunk: int) -> Tensor:
+        """Ranks of ``targets`` scoring ``chunk`` item columns at a time; the target's score is computed once."""
+        hidden = self.hidden_state(recent)  # (B, H)
+        target_scores = self.decoder.score_items(hidden, targets.unsqueeze(1))[:, 0]  # (B,)
+        nan_chunks: list[Tensor] = []
+
+        def columns(start: int, end: int) -> Tensor:
+            scores = score_columns(self.decoder, hidden, start, end)  # (B, end - start)
+            nan_chunks.append(torch.isnan(scores).any())
+            return scores
+
+        ranks = chunked_target_ranks(columns, target_scores, targets, history, self.decoder.num_items + 1, chunk)
+        self._check_scores(torch.stack(nan_chunks).any())
+        return ranks  # (B,)
+
+    def _check_scores(self, has_nan: Tensor) -> None:
+        if has_nan:  # one host sync per evaluation batch, next to a full ranking
             raise TrainingDiverged(
                 f"the model's scores became NaN (epoch {self.current_epoch}); lower optimizer.lr or check the data."
             )
-        history = batch["history"] if self.mask_history else None
-        return rank_targets(scores, batch["target"], history)  # (B,)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.val_ranks.update(batch["index"], self._rank(batch))
@@ -109,8 +139,12 @@ class NextItemModule(L.LightningModule):
 
     def _log_ranks(self, stage: str, acc: RankAccumulator) -> dict[str, float]:
         metrics = acc.compute()  # float64, over unique samples of every process
+        self.evaluated_samples[stage] = acc.num_samples
         acc.reset()
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=False, sync_dist=False)
+        # every process already holds the same values (the accumulator gathered all ranks); reducing them by
+        # max keeps them exact and tells Lightning they are synced (no per-metric warning under DDP)
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=False, sync_dist=True,
+                      reduce_fx="max")
         return metrics
 
     # ---- checkpoint extras: the validation history survives a resume --------------------------------------
