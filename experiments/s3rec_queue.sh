@@ -28,5 +28,13 @@ for cell in "${cells[@]}"; do
   mkdir -p "$dir"
   /usr/bin/time -a -v -o "$dir.time" recforge-train experiment="$exp" seed="$seed" dataset.root="$root" \
     hydra.run.dir="$dir" "${extra[@]}" >> "$dir.stdout" 2>&1
-  echo "$(date -u +%FT%TZ) end $exp seed=$seed rc=$?" >> "$out/queue.log"
+  rc=$?
+  echo "$(date -u +%FT%TZ) end $exp seed=$seed rc=$rc" >> "$out/queue.log"
+  if [ "$rc" = 2 ] && [ "${#extra[@]}" -gt 0 ]; then  # resume refused (e.g. the code's config keys changed)
+    mv "$dir" "$dir.interrupted-$(date +%s)"; mv "$dir.time" "$dir.interrupted.time" 2>/dev/null
+    echo "$(date -u +%FT%TZ) restart $exp seed=$seed from scratch" >> "$out/queue.log"
+    /usr/bin/time -v -o "$dir.time" recforge-train experiment="$exp" seed="$seed" dataset.root="$root" \
+      hydra.run.dir="$dir" >> "$dir.stdout" 2>&1
+    echo "$(date -u +%FT%TZ) end $exp seed=$seed rc=$?" >> "$out/queue.log"
+  fi
 done
