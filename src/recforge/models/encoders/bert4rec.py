@@ -25,24 +25,35 @@ class BERT4Rec(SequenceEncoder):
         self.stack = TransformerStack(item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation)
 
     def training_pairs(self, window: Tensor) -> tuple[Tensor, Tensor]:
-        """Cloze: mask each item with mask_prob (and the last one with last_mask_prob as well, to match
-        inference); every row gets at least one mask. window: (B, L+1) -> inputs (B, L), targets (B, L)."""
-        # a full window's first item is the last of the previous window (already a target there); a batch
-        # trimmed to fewer than max_len + 1 columns holds only users' earliest windows, so keep every column
-        seq = window[:, 1:] if window.shape[1] > self.stack.max_len else window  # (B, <= L)
-        real = seq > 0
-        masked = (torch.rand(seq.shape, device=seq.device) < self.mask_prob) & real  # (B, L)
-        masked[:, -1] |= torch.rand(seq.shape[0], device=seq.device) < self.last_mask_prob
-        masked[:, -1] |= ~masked.any(dim=1)  # at least one target per row
-        masked &= real
-        inputs = torch.where(masked, self.item_embedder.mask_token, seq)
-        return inputs, torch.where(masked, seq, 0)
+        """Cloze pairs (see :func:`cloze_pairs`). window: (B, L+1) -> inputs (B, <= L), targets (B, <= L)."""
+        return cloze_pairs(window, self.stack.max_len, self.mask_prob, self.last_mask_prob,
+                           self.item_embedder.mask_token)
 
     def inference_input(self, recent: Tensor) -> Tensor:
-        """Append [MASK], dropping the oldest column if that exceeds max_len. recent: (B, T) -> (B, <= max_len)."""
-        mask = torch.full_like(recent[:, :1], self.item_embedder.mask_token)  # (B, 1)
-        return torch.cat([recent, mask], dim=1)[:, -self.stack.max_len:]
+        """recent: (B, T) -> (B, <= max_len) with [MASK] appended (see :func:`append_mask`)."""
+        return append_mask(recent, self.item_embedder.mask_token, self.stack.max_len)
 
     def forward(self, items: Tensor) -> Tensor:
         """items: (B, T) left-padded ids, possibly [MASK] -> (B, T, H)."""
         return self.stack(items, key_padding_allowed(items, causal=False))
+
+
+def cloze_pairs(window: Tensor, max_len: int, mask_prob: float, last_mask_prob: float,
+                mask_token: int) -> tuple[Tensor, Tensor]:
+    """Cloze: mask each item with mask_prob (and the last one with last_mask_prob as well, to match
+    inference); every row gets at least one mask. window: (B, L+1) -> inputs (B, <= L), targets (B, <= L)."""
+    # a full window's first item is the last of the previous window (already a target there); a batch
+    # trimmed to fewer than max_len + 1 columns holds only users' earliest windows, so keep every column
+    seq = window[:, 1:] if window.shape[1] > max_len else window  # (B, <= L)
+    real = seq > 0
+    masked = (torch.rand(seq.shape, device=seq.device) < mask_prob) & real  # (B, L)
+    masked[:, -1] |= torch.rand(seq.shape[0], device=seq.device) < last_mask_prob
+    masked[:, -1] |= ~masked.any(dim=1)  # at least one target per row
+    masked &= real
+    return torch.where(masked, mask_token, seq), torch.where(masked, seq, 0)
+
+
+def append_mask(recent: Tensor, mask_token: int, max_len: int) -> Tensor:
+    """Append [MASK], dropping the oldest column if that exceeds max_len. recent: (B, T) -> (B, <= max_len)."""
+    mask = torch.full_like(recent[:, :1], mask_token)  # (B, 1)
+    return torch.cat([recent, mask], dim=1)[:, -max_len:]

@@ -15,6 +15,7 @@ from transformers import AutoModel, PretrainedConfig
 
 from recforge.models.embedders import IdEmbedding
 from recforge.models.encoders.base import SequenceEncoder
+from recforge.models.encoders.bert4rec import append_mask, cloze_pairs
 
 
 class HFEncoder(SequenceEncoder):
@@ -78,21 +79,7 @@ class HFBidirectionalEncoder(HFEncoder):
 
     def inference_input(self, recent: Tensor) -> Tensor:
         """Append [MASK], dropping the oldest column if that exceeds max_len. recent: (B, T) -> (B, <= max_len)."""
-        mask = torch.full_like(recent[:, :1], self.item_embedder.mask_token)  # (B, 1)
-        return torch.cat([recent, mask], dim=1)[:, -self.max_len:]
-
-
-def cloze_pairs(window: Tensor, max_len: int, mask_prob: float, last_mask_prob: float,
-                mask_token: int) -> tuple[Tensor, Tensor]:
-    """BERT4Rec's cloze task (same rule as ``BERT4Rec.training_pairs``). window: (B, L+1) -> (B, <= L) x 2."""
-    # a full window's first item was a target of the previous window; a trimmed batch keeps every column
-    seq = window[:, 1:] if window.shape[1] > max_len else window  # (B, <= L)
-    real = seq > 0
-    masked = (torch.rand(seq.shape, device=seq.device) < mask_prob) & real  # (B, L)
-    masked[:, -1] |= torch.rand(seq.shape[0], device=seq.device) < last_mask_prob
-    masked[:, -1] |= ~masked.any(dim=1)  # at least one target per row
-    masked &= real
-    return torch.where(masked, mask_token, seq), torch.where(masked, seq, 0)
+        return append_mask(recent, self.item_embedder.mask_token, self.max_len)
 
 
 @torch.no_grad()
