@@ -10,8 +10,9 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -24,18 +25,25 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 import recforge
 from recforge.data.datamodule import SequenceDataModule
+from recforge.data.ratings import RandomHoldout, RandomKFold, RatingDataModule
 from recforge.data.splits import LeaveOneOut, Split, TemporalRatio
 from recforge.errors import RecforgeError
+from recforge.evaluation.pointwise import IntentMetrics, ValueMetrics
 from recforge.models.decoders import DotProduct
 from recforge.models.embedders import IdEmbedding
 from recforge.models.encoders.bert4rec import BERT4Rec
+from recforge.models.encoders.content import ContentEncoder
 from recforge.models.encoders.gru4rec import GRU4Rec
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 from recforge.models.encoders.sasrec import SASRec
+from recforge.models.heads import BiasedDot
 from recforge.models.losses import BPR, CrossEntropy, SampledBCE
+from recforge.models.module import NextItemModule
+from recforge.models.pointwise_module import PointwiseModule
 from recforge.models.samplers import UniformNegatives
 from recforge.models.schedules import WarmupCosine
 from recforge.train import build, build_trainer
@@ -99,8 +107,8 @@ def test_discovery_finds_every_known_group_and_option():
     for group, option in OPTIONS:
         by_group.setdefault(group, set()).add(option)
     assert by_group["encoder"] >= {"sasrec", "bert4rec", "gru4rec", "popularity"}
-    assert by_group["dataset"] >= {"synthetic", "csv", "ml-100k", "ml-1m", "ml-20m", "beauty", "lastfm", "sports",
-                                   "toys", "yelp"}
+    assert by_group["dataset"] >= {"synthetic", "synthetic_20m", "csv", "ml-100k", "ml-1m", "ml-20m", "beauty",
+                                   "lastfm", "sports", "toys", "yelp"}
     assert by_group["dataset/split"] >= {"leave_one_out", "temporal_ratio"}
     assert by_group["loss"] >= {"ce", "bce", "bpr"}
     assert by_group["optimizer"] >= {"adam", "adamw", "sgd"}
@@ -133,6 +141,9 @@ KNOWN_REAL_STATS = {"ml-100k": {"users": 943, "items": 1682, "interactions": 100
 def check_dataset(option: str, compose_train, tmp_path: Path) -> None:
     base = compose_train(f"dataset={option}")
     assert base.dataset.name == option
+    if base.dataset._target_ == "recforge.data.ratings.RatingDataModule":  # intent/value samples
+        check_rating_dataset(option, compose_train)
+        return
     assert base.dataset._target_ == "recforge.data.datamodule.SequenceDataModule"
     reader = base.dataset.reader
 
@@ -185,9 +196,29 @@ def check_dataset(option: str, compose_train, tmp_path: Path) -> None:
         assert counted["users"] > 0 and counted["items"] > 0 and counted["interactions"] >= counted["users"]
 
 
+def check_rating_dataset(option: str, compose_train) -> None:
+    cfg = compose_train(f"dataset={option}", "task=value", f"dataset.root={SHARED_DATA}")
+    dm = instantiate(cfg.dataset)
+    assert isinstance(dm, RatingDataModule)
+    if not Path(cfg.dataset.reader.path).exists():
+        with pytest.raises(RecforgeError):
+            dm.setup()
+        return
+    dm.setup()
+    if option == "ml-100k-ratings":  # 5-fold: every fold tests a fifth of the 100,000 ratings
+        assert (dm.stats["users"], dm.stats["items"], dm.stats["ratings"]) == (943, 1682, 100000)
+        assert dm.stats["test_samples"] == 20000 and dm.stats["val_samples"] == 4000
+        assert dm.stats["mean_train_label"] == pytest.approx(3.53, abs=0.01)
+
+
 def check_split(option: str, compose_train, tmp_path: Path) -> None:
     cfg = compose_train(f"dataset/split={option}")
     split_fn = instantiate(cfg.dataset.split)
+    if isinstance(split_fn, (RandomKFold, RandomHoldout)):  # rating samples: a partition of the rows
+        split = split_fn(200)
+        assert sorted(np.concatenate([split.train, split.val, split.test]).tolist()) == list(range(200))
+        assert len(split.test) == 40  # a fifth in both defaults
+        return
     assert type(split_fn) is get_class(cfg.dataset.split._target_)
     lengths = np.array([10, 20, 2], dtype=np.int64)
     split = split_fn(lengths)
@@ -218,6 +249,7 @@ KNOWN_ENCODERS = {
     "bert4rec": (BERT4Rec, DotProduct, True),
     "gru4rec": (GRU4Rec, DotProduct, True),
     "popularity": (ConstantEncoder, PopularityScores, False),
+    "content": (ContentEncoder, DotProduct, False),
 }
 
 
@@ -246,7 +278,36 @@ def check_encoder(option: str, compose_train, tmp_path: Path) -> None:
         assert module.encoder.item_embedder.hidden_size == 16
 
 
+def check_pointwise(cfg: DictConfig) -> tuple[RatingDataModule, PointwiseModule, Tensor]:
+    """Build an intent/value run on ML-100K and return its outputs for a test batch (B,)."""
+    dm, module = build(cfg)
+    assert isinstance(dm, RatingDataModule) and isinstance(module, PointwiseModule)
+    batch = dm.parts["test"].__getitems__(list(range(6)))
+    module.eval()
+    with torch.no_grad():
+        outputs = module(batch)
+    assert outputs.shape == (6,) and torch.isfinite(outputs).all()
+    return dm, module, outputs
+
+
+POINTWISE = ["dataset=ml-100k-ratings", f"dataset.root={SHARED_DATA}", "hidden_size=16", "dataset.max_len=10",
+             "encoder.max_len=10"]
+
+
 def check_decoder(option: str, compose_train, tmp_path: Path) -> None:
+    if option == "biased_dot":  # a pointwise head: composed by the value task
+        cfg = compose_train("task=value", *POINTWISE)
+        _, module, outputs = check_pointwise(cfg)
+        assert type(module.decoder) is BiasedDot and module.decoder.item_embedder is module.encoder.item_embedder
+        assert module.decoder.user_vectors.num_embeddings == 943
+        # all biases start at 0 (fit sets mu to the training mean): the output is <state + p_user, q_item>
+        dm, head = build(cfg)[0], module.decoder
+        batch = dm.parts["test"].__getitems__(list(range(6)))
+        with torch.no_grad():
+            state = module.encoder(batch["history"])[:, -1]  # (6, H)
+            expected = ((state + head.user_vectors(batch["user"])) * head.item_embedder(batch["item"])).sum(-1)
+        torch.testing.assert_close(outputs, expected)
+        return
     cfg = compose_train(f"decoder={option}", *TINY)
     _, module = _check_built(cfg)
     known = {"dot": DotProduct, "popularity": PopularityScores}
@@ -268,10 +329,18 @@ def check_item_embedder(option: str, compose_train, tmp_path: Path) -> None:
         assert torch.count_nonzero(embedder.table.weight[0]) == 0
 
 
+POINTWISE_LOSSES = {"mse": (torch.nn.MSELoss, 14 / 3), "bce_logits": (torch.nn.BCEWithLogitsLoss, math.log(2))}
+
+
 def check_loss(option: str, compose_train, tmp_path: Path) -> None:
     cfg = compose_train(f"loss={option}")
     loss = instantiate(cfg.loss)
     assert type(loss) is get_class(cfg.loss._target_)
+    if option in POINTWISE_LOSSES:  # intent/value: outputs 0 against labels 1, 2, 3 (mse) or 0, 1, 1 (bce)
+        cls, expected = POINTWISE_LOSSES[option]
+        labels = torch.tensor([1.0, 2.0, 3.0]) if option == "mse" else torch.tensor([0.0, 1.0, 1.0])
+        assert type(loss) is cls and float(loss(torch.zeros(3), labels)) == pytest.approx(expected, rel=1e-6)
+        return
     # with all-zero hidden states every real item scores 0: the values are known in closed form
     decoder = DotProduct(IdEmbedding(num_items=10, hidden_size=4))
     hidden, tgt = torch.zeros(6, 4), torch.tensor([1, 2, 3, 4, 5, 10])
@@ -533,7 +602,40 @@ def check_experiment(option: str, compose_train, tmp_path: Path) -> None:
             assert module.encoder.item_embedder.hidden_size == cfg.hidden_size
 
 
+def check_task(option: str, compose_train, tmp_path: Path) -> None:
+    if option == "next_item":
+        cfg = compose_train("task=next_item", *TINY)
+        _, module = _check_built(cfg)
+        assert isinstance(module, NextItemModule) and module.val_ranks.ks == [5, 10, 20]
+        return
+    cfg = compose_train(f"task={option}", *POINTWISE)
+    assert cfg.loss._target_ == {"value": "torch.nn.MSELoss", "intent": "torch.nn.BCEWithLogitsLoss"}[option]
+    dm, module, outputs = check_pointwise(cfg)
+    labels = dm.parts["test"].labels
+    if option == "value":
+        assert isinstance(module.metrics, ValueMetrics) and cfg.objective == "val/rmse"
+        assert set(labels.unique().tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
+        assert module.metrics.predictions(torch.tensor([0.2, 7.0])).tolist() == [1.0, 5.0]  # clipped
+    else:
+        assert isinstance(module.metrics, IntentMetrics) and cfg.objective == "val/auc"
+        assert set(labels.unique().tolist()) == {0.0, 1.0}
+        assert float(labels.mean()) == pytest.approx(0.553, abs=0.01)  # ML-100K: 55 % of ratings are >= 4
+
+
+def check_text_encoder(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train(f"text_encoder={option}", "item_embedder=text", *TINY)
+    _, module = _check_built(cfg)
+    table = module.encoder.item_embedder.text
+    assert table.ready  # build() attached the item texts
+    encoder = table.text_encoder
+    assert type(encoder) is get_class(cfg.text_encoder._target_)
+    assert encoder.trainable is (cfg.text_encoder.lora is not None) is table.fine_tunes
+    assert module.trainable
+
+
 CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
+    "task": check_task,
+    "text_encoder": check_text_encoder,
     "dataset": check_dataset,
     "dataset/split": check_split,
     "encoder": check_encoder,

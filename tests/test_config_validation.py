@@ -161,6 +161,13 @@ CROSS = [
     (["decoder=popularity"],
      ("decoder PopularityScores needs encoder ConstantEncoder, not SASRec (the popularity baseline pairs them: "
       "pass encoder=popularity, which selects both).")),
+    (["task=value"],
+     ("task=value and task=intent predict one number per rating and need a rating dataset "
+      "(e.g. dataset=ml-100k-ratings), not dataset synthetic.")),
+    (["dataset=ml-100k-ratings"],
+     "dataset ml-100k-ratings holds rating samples for task=value or task=intent, not for next-item ranking."),
+    (["task=value", "dataset=ml-100k-ratings", "objective=val/auc"],
+     "objective=val/auc is not a computed metric (expected one of val/mse, val/rmse, val/mae)."),
 ]
 
 
@@ -240,6 +247,15 @@ NEEDS = {
     ("dataset", "csv"): ["dataset.reader.path=interactions.csv"],
     ("hydra/sweeper/sampler", "*"): ["hparams_search=optuna"],
     ("decoder", "popularity"): ["encoder=popularity"],
+    # intent/value parts go together: a rating dataset, a pointwise task (its head and loss)
+    ("dataset", "ml-100k-ratings"): ["task=value"],
+    ("dataset/split", "random_kfold"): ["task=value", "dataset=ml-100k-ratings"],
+    ("dataset/split", "random_holdout"): ["task=value", "dataset=ml-100k-ratings"],
+    ("task", "value"): ["dataset=ml-100k-ratings"],
+    ("task", "intent"): ["dataset=ml-100k-ratings"],
+    ("decoder", "biased_dot"): ["task=value", "dataset=ml-100k-ratings"],
+    ("loss", "mse"): ["task=value", "dataset=ml-100k-ratings"],
+    ("loss", "bce_logits"): ["task=intent", "dataset=ml-100k-ratings"],
 }
 
 

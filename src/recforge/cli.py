@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf

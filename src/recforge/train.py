@@ -27,6 +27,7 @@ from recforge.errors import RecforgeError
 from recforge.models.module import NextItemModule
 from recforge.runinfo import run_info, write_json, write_text
 from recforge.sweep import finish_wandb, flatten, record_failure, run_identity
+from recforge.text.attach import attach_item_text
 from recforge.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -37,32 +38,56 @@ def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
     datamodule: SequenceDataModule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    return datamodule, build_module(cfg, datamodule.num_items)
+    module = build_module(cfg, datamodule.num_items, getattr(datamodule, "num_users", 0))
+    # text item embedders get their item texts (frozen embeddings through the cache); id models read nothing
+    item_text = OmegaConf.to_container(cfg.item_text, resolve=True) if cfg.get("item_text") else {}
+    attach_item_text(module, datamodule, cache_dir=cfg.paths.cache_dir, **item_text)  # type: ignore[arg-type]
+    return datamodule, module
 
 
-def build_module(cfg: DictConfig, num_items: int) -> NextItemModule:
-    """The parts sized for ``num_items`` items, wired into the LightningModule (no data read)."""
+NEXT_ITEM_TASK = {"_target_": "recforge.models.module.NextItemModule"}  # runs saved before the task group
+
+
+def build_module(cfg: DictConfig, num_items: int, num_users: int = 0) -> L.LightningModule:
+    """The parts sized for ``num_items`` items (and ``num_users`` users for a head with user vectors), wired
+    into the task's LightningModule (no data read)."""
     embedder = instantiate(cfg.item_embedder, num_items=num_items)
-    return NextItemModule(
+    users = {"num_users": num_users} if "num_users" in cfg.decoder else {}
+    task = cfg.get("task") or OmegaConf.create(
+        {**NEXT_ITEM_TASK, "ks": list(cfg.evaluation.ks), "mask_history": cfg.evaluation.mask_history,
+         "item_chunk_size": cfg.evaluation.get("item_chunk_size")})
+    return instantiate(
+        task,
         encoder=instantiate(cfg.encoder, item_embedder=embedder),
-        decoder=instantiate(cfg.decoder, item_embedder=embedder),
+        decoder=instantiate(cfg.decoder, item_embedder=embedder, **users),
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        ks=tuple(cfg.evaluation.ks),
-        mask_history=cfg.evaluation.mask_history,
-        item_chunk_size=cfg.evaluation.get("item_chunk_size"),  # absent in configs of older runs
     )
 
 
 ITEM_IDS_FILE = "item_ids.json"
 
 
+def compile_loss(module: NextItemModule) -> None:
+    """``compile=true``: torch.compile the training loss in place: the decoder's scores of every target position
+    and the loss over them, the largest part of a training step (TorchInductor fuses the (M, N+1) scores,
+    log-softmax and their backward). Dynamic shapes: the number of target positions M varies by batch.
+
+    The encoder stays eager: on CPU its compiled form was slower (inductor's dropout random numbers; evaluation
+    loses the fused eager transformer kernel), and eager dropout keeps the random numbers of an uncompiled run.
+    Parameter names and checkpoints are unchanged; evaluation is not compiled."""
+    module.loss.compile(dynamic=True)
+
+
 def item_id_map(datamodule: SequenceDataModule) -> dict[str, Any]:
     """Raw dataset id of every internal item id (index; 0 is padding), so a served model speaks raw ids."""
-    seqs = datamodule.load_sequences()
-    return {"dataset": datamodule.name, "num_items": seqs.num_items, "max_len": datamodule.max_len,
-            "item_ids": [str(i) for i in seqs.item_ids]}
+    if isinstance(datamodule, SequenceDataModule):
+        item_ids = datamodule.load_sequences().item_ids
+    else:  # rating samples (intent and value tasks) keep their own id map
+        item_ids = datamodule.item_ids
+    return {"dataset": datamodule.name, "num_items": len(item_ids), "max_len": datamodule.max_len,
+            "item_ids": [str(i) for i in item_ids]}
 
 
 def build_trainer(cfg: DictConfig, identity: dict[str, Any] | None = None) -> L.Trainer:
@@ -127,6 +152,8 @@ def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, 
     is_main = rank_zero_only.rank == 0  # DDP workers started by Lightning write nothing
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
+    if cfg.get("compile"):
+        compile_loss(module)
     if is_main and not cfg.get("resume"):
         write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -174,8 +201,9 @@ def checkpoint_to_resume(cfg: DictConfig, out: Path) -> str | None:
 
 
 def config_changes(saved: DictConfig, cfg: DictConfig,
-                   ignore: tuple[str, ...] = ("resume", "ckpt_path", "paths.root_dir")) -> list[str]:
-    """Dotted keys whose resolved values differ between a saved run config and ``cfg``."""
+                   ignore: tuple[str, ...] = ("resume", "ckpt_path", "paths.root_dir", "compile")) -> list[str]:
+    """Dotted keys whose resolved values differ between a saved run config and ``cfg`` (``compile`` changes speed,
+    not results, and is absent from runs saved before it existed: a run may be resumed with either value)."""
     old = flatten(OmegaConf.to_container(saved, resolve=True))  # type: ignore[arg-type]
     new = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     return sorted(k for k in old.keys() | new.keys() if k not in ignore and old.get(k) != new.get(k))

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -179,6 +180,7 @@ RULES: tuple[Rule, ...] = (
     Rule("objective", TEXT),
     Rule("objective_mode", one_of("max", "min")),
     Rule("resume", BOOLEAN),
+    Rule("compile", BOOLEAN),
     Rule("ckpt_path", optional(TEXT)),
     Rule("evaluation.ks", CUTOFFS),
     Rule("evaluation.mask_history", BOOLEAN),
@@ -342,9 +344,28 @@ def objective_is_computed(cfg: DictConfig) -> str | None:
     if ks is _ABSENT or objective is _ABSENT:
         return None
     names = sorted({f"val/{metric}@{k}" for metric in METRICS for k in ks})
+    metrics_target = OmegaConf.select(cfg, "task.metrics._target_")
+    if metrics_target is not None:  # intent and value tasks: their metrics object names its metrics
+        names = [f"val/{name}" for name in get_class(metrics_target).names]
     if objective in names:
         return None
     return f"objective={objective} is not a computed metric (expected one of {', '.join(names)})"
+
+
+def task_matches_data(cfg: DictConfig) -> str | None:
+    """Ranking tasks read sequences; intent and value tasks read rating samples (their datamodule)."""
+    task, data = OmegaConf.select(cfg, "task._target_"), OmegaConf.select(cfg, "dataset._target_")
+    if task is None or data is None:
+        return None
+    pointwise_task = task.endswith("PointwiseModule")
+    pointwise_data = data.endswith("RatingDataModule")
+    if pointwise_task == pointwise_data:
+        return None
+    if pointwise_task:
+        return ("task=value and task=intent predict one number per rating and need a rating dataset "
+                f"(e.g. dataset=ml-100k-ratings), not dataset {cfg.dataset.get('name')}")
+    return (f"dataset {cfg.dataset.get('name')} holds rating samples for task=value or task=intent, not for "
+            "next-item ranking")
 
 
 def entries_have_targets(cfg: DictConfig) -> list[str]:
@@ -459,6 +480,7 @@ def _unknown_argument(full_key: str, target: str, key: str, accepted: list[str])
 CrossCheck = Callable[[DictConfig], str | None | list[str]]
 CROSS_CHECKS: tuple[CrossCheck, ...] = (
     heads_divide_hidden, encoder_window_covers_data, split_leaves_test, lengths_ordered, objective_is_computed,
+    task_matches_data,
     entries_have_targets, parts_paired, unknown_arguments,
 )
 

@@ -418,3 +418,25 @@ def test_split_leaving_no_sample_names_the_dataset():
         "dataset 'short' (2 users, the longest with 2 interactions): the split leaves no validation and no test "
         "sample; no user has enough interactions for a training, a validation and a test part."
     )
+
+
+# ------------------------------------------------------------------------- preprocess() and cache_path()
+
+
+def test_preprocess_of_read_frame_equals_load_sequences(tmp_path):
+    dm = make_dm(tmp_path, rows=ROWS + [("u1", "c", 3, 4.0)])  # one exact repeat
+    seqs, removed = dm.preprocess(dm.reader.read())
+    assert removed == 1
+    loaded = make_dm(tmp_path, rows=ROWS + [("u1", "c", 3, 4.0)]).load_sequences()
+    assert_same_sequences(seqs, loaded)
+    assert seqs.items.tolist() == [1, 2, 3, 4, 5, 6, 7, 2, 3, 3, 8, 1]
+
+
+def test_cache_path_is_the_file_load_sequences_writes(tmp_path):
+    assert make_dm().cache_path() is None
+    dm = make_dm(tmp_path)
+    path = dm.cache_path()
+    assert path is not None and not path.exists()
+    dm.load_sequences()
+    assert list((tmp_path / "cache").glob("*.npz")) == [path]
+    assert path.name.startswith("tiny-") and make_dm(tmp_path, min_rating=2.0).cache_path() != path

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from recforge.data.preprocess import (
     Sequences,
+    _grouped_order,
     deduplicate,
     filter_min_rating,
     k_core,
@@ -13,6 +15,7 @@ from recforge.data.preprocess import (
     time_order,
     to_sequences,
 )
+from recforge.data.synthetic import SyntheticSequences
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
@@ -190,3 +193,109 @@ def test_statistics_empty():
     # no users: density uses max(1, 0) -> 0 / 1 = 0; mean/max fall back to 0
     assert statistics(seqs) == {"users": 0, "items": 0, "interactions": 0, "density": 0.0,
                                 "mean_length": 0.0, "max_length": 0}
+
+
+# ------------------------------------------------------------------------- fast paths against the reference
+
+
+def _reference_deduplicate(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop_duplicates(subset=["user", "item", "timestamp"], keep="first")
+
+
+def _reference_k_core(df: pd.DataFrame, user_k: int, item_k: int) -> pd.DataFrame:
+    while True:
+        keep = (df["user"].map(df["user"].value_counts()) >= user_k) & (df["item"].map(df["item"].value_counts()) >= item_k)
+        if keep.all():
+            return df
+        df = df[keep]
+
+
+def _reference_to_sequences(df: pd.DataFrame) -> Sequences:
+    df = df.sort_values(["user", "timestamp"], kind="stable")
+    item_codes, item_uniques = pd.factorize(df["item"], sort=False)
+    user_codes, user_uniques = pd.factorize(df["user"], sort=False)
+    indptr = np.zeros(len(user_uniques) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(user_codes, minlength=len(user_uniques)), out=indptr[1:])
+    return Sequences(items=(item_codes + 1).astype(np.int64), indptr=indptr,
+                     ratings=df["rating"].to_numpy(dtype=np.float32, na_value=np.nan),
+                     user_ids=np.asarray(user_uniques, dtype=object),
+                     item_ids=np.concatenate([np.array([""], dtype=object), np.asarray(item_uniques, dtype=object)]))
+
+
+# ids whose sort order differs from their numeric order, case and non-ASCII characters
+NAMES = np.array(["1", "10", "2", "100", "9", "a", "A", "ab", "b", "é", "z", "Z", "user 7", "ü", "0", "01"], dtype=object)
+
+
+def random_frame(seed: int, n: int, layout: str) -> pd.DataFrame:
+    """n interactions over tricky ids; layout "shuffled" (rows in random order) or "grouped" (each user's rows
+    one contiguous, time-ordered block, users in random order: the layout files written user by user have)."""
+    rng = np.random.default_rng(seed)
+    df = frame(list(zip(NAMES[rng.integers(0, len(NAMES), n)], NAMES[rng.integers(0, 8, n)],
+                        rng.integers(0, 6, n), np.where(rng.random(n) < 0.2, np.nan, rng.integers(1, 6, n)))))
+    if layout == "grouped":
+        rank = {u: i for i, u in enumerate(rng.permutation(df["user"].unique()))}
+        df = df.iloc[np.lexsort((df["timestamp"], df["user"].map(rank)))].reset_index(drop=True)
+    return df
+
+
+def assert_same_sequences(a: Sequences, b: Sequences) -> None:
+    for name in ("items", "indptr", "ratings", "user_ids", "item_ids"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.items.dtype == b.items.dtype == np.int64 and a.ratings.dtype == np.float32
+
+
+@pytest.mark.parametrize("layout", ["shuffled", "grouped"])
+@pytest.mark.parametrize("seed", range(6))
+def test_pipeline_equals_reference(seed, layout):
+    df = random_frame(seed, 400, layout)
+    unique = deduplicate(df)
+    pd.testing.assert_frame_equal(unique, _reference_deduplicate(df))
+    for user_k, item_k in [(1, 1), (3, 2), (5, 30), (0, 0)]:
+        pd.testing.assert_frame_equal(k_core(unique, user_k, item_k), _reference_k_core(unique, user_k, item_k))
+    pd.testing.assert_frame_equal(time_order(unique), unique.sort_values(["user", "timestamp"], kind="stable"))
+    assert_same_sequences(to_sequences(unique), _reference_to_sequences(unique))
+    assert_same_sequences(to_sequences(df), _reference_to_sequences(df))  # repeats kept
+
+
+def test_pipeline_equals_reference_on_synthetic_data():
+    df = SyntheticSequences(num_users=300, num_items=50, min_length=2, max_length=30).read()
+    assert_same_sequences(to_sequences(k_core(deduplicate(df), 5, 5)),
+                          _reference_to_sequences(_reference_k_core(_reference_deduplicate(df), 5, 5)))
+
+
+def test_deduplicate_without_repeats_returns_the_frame_and_counts_missing_values_as_equal():
+    df = frame([("u", "a", 1, 1.0), ("u", "b", 1, 1.0)])
+    assert deduplicate(df) is df
+    missing = pd.DataFrame({"user": pd.Series(["u", None, None], dtype="str"), "item": ["a", "a", "a"],
+                            "timestamp": np.array([1, 1, 1]), "rating": np.nan})
+    assert len(deduplicate(missing)) == 2
+
+
+def test_k_core_drops_rows_with_a_missing_user_or_item_like_the_reference():
+    df = pd.DataFrame({"user": pd.Series(["u", None, "u", "v"], dtype="str"),
+                       "item": pd.Series(["a", "a", None, "a"], dtype="str"),
+                       "timestamp": np.arange(4), "rating": np.nan})
+    out = k_core(df, 1, 1)
+    pd.testing.assert_frame_equal(out, _reference_k_core(df, 1, 1))
+    assert out.index.tolist() == [0, 3]
+
+
+@pytest.mark.parametrize(("users", "stamps", "expected"), [
+    ([5, 5, 1, 1, 1, 3], [1, 2, 0, 0, 7, 4], [2, 3, 4, 5, 0, 1]),  # blocks put in user order
+    ([5, 1, 5], [1, 2, 3], None),  # user 5 in two blocks
+    ([1, 1, 2], [3, 2, 1], None),  # time goes back inside user 1's block
+    ([0], [9], [0]),
+])
+def test_grouped_order(users, stamps, expected):
+    users, stamps = np.array(users), np.array(stamps)
+    order = _grouped_order(users, stamps, len(np.unique(users)))
+    assert (order is None and expected is None) or order.tolist() == expected
+    if order is not None:
+        np.testing.assert_array_equal(order, np.lexsort((stamps, users)))
+
+
+def test_empty_frame_gives_empty_sequences():
+    df = frame([("u", "a", 1, 1.0)]).iloc[:0]
+    seqs = to_sequences(k_core(deduplicate(df), 2, 2))
+    assert seqs.indptr.tolist() == [0] and seqs.items.tolist() == [] and seqs.item_ids.tolist() == [""]
+    assert_same_sequences(seqs, _reference_to_sequences(df))

@@ -10,8 +10,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import lightning as L
 import numpy as np
@@ -20,7 +21,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
-from recforge.data.preprocess import Sequences, deduplicate, filter_min_rating, k_core, statistics, to_sequences
+from recforge.data.preprocess import (
+    Sequences,
+    deduplicate,
+    filter_min_rating,
+    k_core,
+    statistics,
+    to_sequences,
+)
 from recforge.data.splits import Split, training_windows
 from recforge.errors import RecforgeError
 
@@ -156,6 +164,10 @@ class SequenceDataModule(L.LightningDataModule):
                   files, self.min_rating, self.user_k, self.item_k, CACHE_VERSION]
         return hashlib.sha256(json.dumps(params, default=str).encode()).hexdigest()[:16]
 
+    def cache_path(self) -> Path | None:
+        """The cache file of these sequences (reader, its parameters and files, filters), or None without cache_dir."""
+        return self.cache_dir / f"{self.name}-{self._cache_key()}.npz" if self.cache_dir else None
+
     def _source(self) -> str:
         """Where the interactions came from, for messages: the reader's first file, or its class."""
         files = self.reader.source_files()
@@ -163,7 +175,11 @@ class SequenceDataModule(L.LightningDataModule):
 
     def _build(self) -> tuple[Sequences, int]:
         """Read, filter and remap; returns the sequences and how many duplicate rows were removed."""
-        df = self.reader.read()
+        return self.preprocess(self.reader.read())
+
+    def preprocess(self, df: pd.DataFrame) -> tuple[Sequences, int]:
+        """Filter and remap the reader's interactions; returns the sequences and how many duplicate rows were
+        removed. (``load_sequences`` calls it on ``reader.read()``; a benchmark can time the two apart.)"""
         read = len(df)
         df = filter_min_rating(df, self.min_rating)
         if len(df) == 0:
@@ -190,7 +206,7 @@ class SequenceDataModule(L.LightningDataModule):
         """Build the CSR sequences once, reusing the on-disk cache when its key matches."""
         if self.sequences is not None:
             return self.sequences
-        path = self.cache_dir / f"{self.name}-{self._cache_key()}.npz" if self.cache_dir else None
+        path = self.cache_path()
         cached = _load_cache(path) if path is not None else None
         if cached is None:
             cached = self._build()

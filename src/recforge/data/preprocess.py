@@ -15,24 +15,65 @@ def filter_min_rating(df: pd.DataFrame, min_rating: float | None) -> pd.DataFram
 
 
 def deduplicate(df: pd.DataFrame) -> pd.DataFrame:
-    """Drop exact repeats of (user, item, timestamp), keeping the first."""
-    return df.drop_duplicates(subset=["user", "item", "timestamp"], keep="first")
+    """Drop exact repeats of (user, item, timestamp), keeping the first (the frame itself when there are none)."""
+    repeated = df.duplicated(subset=["user", "item", "timestamp"], keep="first").to_numpy()  # (n,)
+    return df[~repeated] if repeated.any() else df
 
 
 def k_core(df: pd.DataFrame, user_k: int, item_k: int) -> pd.DataFrame:
-    """Iteratively drop users with < user_k and items with < item_k interactions until both hold."""
+    """Iteratively drop users with < user_k and items with < item_k interactions until both hold.
+
+    Rows with a missing user or item never count and are dropped. Counting runs on integer codes (one
+    ``bincount`` per pass); the frame is filtered once at the end, and returned as is when nothing is dropped.
+    """
+    users, user_ids = pd.factorize(df["user"])  # (n,) -1 where missing
+    items, item_ids = pd.factorize(df["item"])  # (n,)
+    keep = (users >= 0) & (items >= 0)  # (n,)
     while True:
-        user_counts = df["user"].map(df["user"].value_counts())
-        item_counts = df["item"].map(df["item"].value_counts())
-        keep = (user_counts >= user_k) & (item_counts >= item_k)
-        if keep.all():
-            return df
-        df = df[keep]
+        user_counts = np.bincount(users[keep], minlength=len(user_ids))  # (U,)
+        item_counts = np.bincount(items[keep], minlength=len(item_ids))  # (I,)
+        still = keep & (user_counts[users] >= user_k) & (item_counts[items] >= item_k)  # code -1: keep is False
+        if np.array_equal(still, keep):
+            return df if keep.all() else df[keep]
+        keep = still
 
 
 def time_order(df: pd.DataFrame) -> pd.DataFrame:
     """Sort by user, then timestamp; ties keep file order (stable sort)."""
-    return df.sort_values(["user", "timestamp"], kind="stable")
+    return df.iloc[_time_order(df)[0]]
+
+
+def _time_order(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """Row order by user (sorted raw id, missing last), then timestamp, ties in file order, with the sorted user
+    codes (n,) of the rows in that order and the sorted raw user ids."""
+    users, user_ids = pd.factorize(df["user"], sort=True)  # (n,) codes in sorted-id order, -1 where missing
+    missing = users < 0
+    users = np.where(missing, len(user_ids), users)  # missing users sort last, as sort_values puts them
+    stamps = df["timestamp"].to_numpy()  # (n,)
+    order = _grouped_order(users, stamps, len(user_ids) + int(missing.any()))
+    if order is None:
+        order = np.lexsort((stamps, users))  # lexsort is stable
+    return order, users[order], user_ids
+
+
+def _grouped_order(users: np.ndarray, stamps: np.ndarray, num_users: int) -> np.ndarray | None:
+    """The stable (user, timestamp) order without sorting rows when each user's rows already form one
+    contiguous, time-ordered block (files written user by user): the blocks are put in user order.
+    None when the rows are not laid out that way."""
+    if len(users) == 0:
+        return None
+    starts = np.flatnonzero(np.concatenate([[True], users[1:] != users[:-1]]))  # (G,) first row of each block
+    if len(starts) != num_users:  # some user's rows form more than one block
+        return None
+    block_users = users[starts]  # (G,) distinct
+    new_block = np.zeros(len(users), dtype=bool)
+    new_block[starts] = True
+    if ((np.diff(stamps) < 0) & ~new_block[1:]).any():  # time goes back inside a block
+        return None
+    lengths = np.diff(np.append(starts, len(users)))  # (G,)
+    by_user = np.argsort(block_users)  # (G,) users are distinct: no ties
+    lengths, firsts = lengths[by_user], starts[by_user]
+    return np.repeat(firsts - np.cumsum(lengths) + lengths, lengths) + np.arange(len(users))  # (n,)
 
 
 @dataclass
@@ -60,10 +101,8 @@ class Sequences:
 
 def to_sequences(df: pd.DataFrame) -> Sequences:
     """Remap raw ids to contiguous integers (items from 1, in order of first appearance) and build CSR."""
-    df = time_order(df)
-    item_codes, item_uniques = pd.factorize(df["item"], sort=False)
-    user_codes, user_uniques = pd.factorize(df["user"], sort=False)
-    # rows are grouped by user (sorted), so user order in the CSR is sorted raw-id order
+    order, user_codes, user_uniques = _time_order(df)  # rows grouped by user in sorted raw-id order
+    item_codes, item_uniques = _codes_by_first_appearance(df["item"], order)
     counts = np.bincount(user_codes, minlength=len(user_uniques))
     indptr = np.zeros(len(user_uniques) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
@@ -71,10 +110,20 @@ def to_sequences(df: pd.DataFrame) -> Sequences:
     return Sequences(
         items=(item_codes + 1).astype(np.int64),
         indptr=indptr,
-        ratings=df["rating"].to_numpy(dtype=np.float32, na_value=np.nan),
+        ratings=df["rating"].to_numpy(dtype=np.float32, na_value=np.nan)[order],
         user_ids=np.asarray(user_uniques, dtype=object),
         item_ids=item_ids,
     )
+
+
+def _codes_by_first_appearance(values: pd.Series, order: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+    """``pd.factorize(values.take(order))``, i.e. codes numbered by first appearance in ``order``, without
+    hashing the raw values twice: the raw values are coded once, then the (cheaper) integer codes reordered."""
+    codes, uniques = pd.factorize(values)  # (n,) -1 where missing
+    if (codes < 0).any():  # missing values keep code -1: the plain way
+        return pd.factorize(values.take(order))
+    reordered, first = pd.factorize(codes[order])  # (n,), (N,) raw code of each new code
+    return reordered, uniques.take(first)
 
 
 def statistics(seqs: Sequences) -> dict[str, float]:

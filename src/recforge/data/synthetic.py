@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 CATEGORIES = ["books", "music", "films", "games", "garden", "kitchen", "sports", "toys", "beauty", "travel"]
 ADJECTIVES = ["red", "quiet", "bright", "classic", "modern", "tiny", "grand", "wild", "gentle", "swift", "golden", "dark"]
@@ -52,23 +53,32 @@ class SyntheticSequences:
 
     def read(self) -> pd.DataFrame:
         """Interactions with columns user, item (raw ids as strings), timestamp, rating (NaN)."""
+        users, items, times = self.interactions()
+        return pd.DataFrame({
+            "user": _decimal_strings(users, self.num_users), "item": _decimal_strings(items, self.num_items),
+            "timestamp": 1_600_000_000 + 3600 * times, "rating": np.nan,
+        })
+
+    def interactions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """User (n,), item (n,) and step (n,) of every interaction, user by user in time order (int64).
+
+        Vectorised over users: one random draw per step for all users at once (memory O(U x T)).
+        """
         rng = np.random.default_rng(self.seed)
         _, popularity, successors = self._structure(rng)
         lengths = rng.integers(self.min_length, self.max_length + 1, self.num_users)  # (U,)
         steps = int(lengths.max())
-        seq = np.empty((self.num_users, steps), dtype=np.int64)  # (U, T)
-        seq[:, 0] = rng.choice(self.num_items, self.num_users, p=popularity)
+        seq = np.empty((steps, self.num_users), dtype=np.int64)  # (T, U): each step's row is contiguous
+        seq[0] = rng.choice(self.num_items, self.num_users, p=popularity)
         for t in range(1, steps):
             follow = rng.random(self.num_users) < self.follow_prob
-            nxt = successors[seq[:, t - 1], rng.integers(0, 2, self.num_users)]
-            seq[:, t] = np.where(follow, nxt, rng.choice(self.num_items, self.num_users, p=popularity))
+            nxt = successors[seq[t - 1], rng.integers(0, 2, self.num_users)]
+            seq[t] = np.where(follow, nxt, rng.choice(self.num_items, self.num_users, p=popularity))
+        seq = np.ascontiguousarray(seq.T)  # (U, T)
         valid = np.arange(steps)[None, :] < lengths[:, None]  # (U, T)
-        users = np.broadcast_to(np.arange(self.num_users)[:, None], seq.shape)[valid]
-        times = np.broadcast_to(np.arange(steps)[None, :], seq.shape)[valid]
-        return pd.DataFrame({
-            "user": users.astype(str), "item": seq[valid].astype(str),
-            "timestamp": (1_600_000_000 + 3600 * times).astype(np.int64), "rating": np.nan,
-        })
+        users = np.repeat(np.arange(self.num_users), lengths)  # (n,)
+        times = np.arange(len(users)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # (n,) step in its sequence
+        return users, seq[valid], times
 
     def item_text(self) -> pd.DataFrame:
         """One row per item: item, title, category, text."""
@@ -82,3 +92,9 @@ class SyntheticSequences:
 
     def source_files(self) -> list:
         return []
+
+
+def _decimal_strings(ids: np.ndarray, n: int) -> pd.Series:
+    """Integer ids in [0, n) as decimal strings (pandas "str" dtype), spelling each distinct value only once."""
+    names = pa.array(np.arange(n).astype(str))  # (n,) small: one string per user or item
+    return pd.Series(names.take(pa.array(ids)), dtype="str")

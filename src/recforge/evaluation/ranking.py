@@ -21,9 +21,9 @@ def mask_history(scores: Tensor, history: Tensor, targets: Tensor) -> Tensor:
     scores: (B, N+1) over ids 0..N; history: (B, P) item ids, 0 = padding; targets: (B,).
     """
     target_scores = scores.gather(1, targets.unsqueeze(1))  # (B, 1)
-    masked = scores.scatter(1, history, float("-inf"))  # (B, N+1)
+    masked = scores.scatter(1, history, float("-inf"))  # (B, N+1), the one copy of the scores
     masked[:, 0] = float("-inf")
-    return masked.scatter(1, targets.unsqueeze(1), target_scores)
+    return masked.scatter_(1, targets.unsqueeze(1), target_scores)
 
 
 class RankAccumulator(Metric):

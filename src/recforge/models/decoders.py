@@ -26,9 +26,10 @@ class DotProduct(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         """hidden: (M, H) -> scores (M, N+1)."""
-        scores = hidden @ self.item_embedder.output_weights().T  # (M, N+1)
-        scores[:, 0] = float("-inf")
-        return scores
+        weights = self.item_embedder.output_weights()  # (N+1, H)
+        # padding at -inf through the matmul's bias (0 elsewhere leaves the products as they are), not by an
+        # in-place write into the scores, whose backward (CopySlices) clones the (M, N+1) gradient every step
+        return torch.addmm(padding_bias(weights), hidden, weights.T)  # (M, N+1)
 
     def score_items(self, hidden: Tensor, items: Tensor) -> Tensor:
         """Scores of chosen items only. hidden: (M, H), items: (M, K) -> (M, K)."""
@@ -38,6 +39,13 @@ class DotProduct(nn.Module):
         """Scores of item ids start..end-1: ``forward(hidden)[:, start:end]`` up to float rounding (the matmul
         kernel may sum in another order for another width). hidden: (M, H) -> (M, end - start)."""
         return hidden @ self.item_embedder.output_weights()[start:end].T  # (M, end - start)
+
+
+def padding_bias(weights: Tensor) -> Tensor:
+    """(N+1,) zeros with -inf at id 0, in the dtype and on the device of ``weights`` (N+1, H)."""
+    bias = weights.new_zeros(weights.shape[0])  # (N+1,)
+    bias[0] = float("-inf")
+    return bias
 
 
 def score_columns(decoder: nn.Module, hidden: Tensor, start: int, end: int) -> Tensor:

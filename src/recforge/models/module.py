@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -10,10 +11,20 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from recforge.errors import TrainingDiverged
-from recforge.evaluation.ranking import RankAccumulator, chunked_target_ranks, rank_targets
+from recforge.evaluation.ranking import (
+    RankAccumulator,
+    chunked_target_ranks,
+    rank_targets,
+)
 from recforge.models.decoders import score_columns
 from recforge.models.encoders.base import FitsData, SequenceEncoder
 from recforge.rng import rng_states, set_rng_states
+
+
+def has_nan(scores: Tensor) -> Tensor:
+    """Whether any score is NaN, as a 0-dim bool tensor (no host sync): the maximum propagates NaN, and one
+    reduction costs a tenth of ``torch.isnan(scores).any()`` (which writes a bool matrix first)."""
+    return torch.isnan(scores.amax())
 
 
 class NextItemModule(L.LightningModule):
@@ -39,7 +50,7 @@ class NextItemModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.mask_history, self.item_chunk_size = mask_history, item_chunk_size
         self.val_ranks, self.test_ranks = RankAccumulator(list(ks)), RankAccumulator(list(ks))
-        self._loss_sum = torch.zeros(())
+        self._loss_sum, self._loss_count = torch.zeros(()), torch.zeros((), dtype=torch.long)  # this epoch's
         self.val_history: list[tuple[int, dict[str, float]]] = []  # (epoch, float64 metrics) per validation
         self.test_metrics: dict[str, float] = {}
         self.evaluated_samples: dict[str, int] = {}  # unique samples behind the last val/test metrics
@@ -64,22 +75,28 @@ class NextItemModule(L.LightningModule):
         hidden = self.encoder(inputs)  # (B, L, H)
         valid = targets > 0  # (B, L)
         loss = self.loss(hidden[valid], targets[valid], self.decoder)  # hidden[valid]: (M, H)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=int(valid.sum()))
-        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach()
+        # train/loss is logged once per epoch (on_train_epoch_end) from sums kept on the device: no host sync for
+        # a batch size and no logging call per step
+        count = valid.sum()  # M, a tensor
+        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach() * count
+        self._loss_count = self._loss_count.to(loss.device) + count
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self._loss_sum = torch.zeros(())
+        self._loss_sum, self._loss_count = torch.zeros(()), torch.zeros((), dtype=torch.long)
 
     def on_train_epoch_end(self) -> None:
         self._check_loss()
+        if self._loss_count > 0:  # the target-weighted mean, as self.log(loss, batch_size=M) at every step gives
+            self.log("train/loss", self._loss_sum / self._loss_count, on_step=False, on_epoch=True, prog_bar=True,
+                     batch_size=1)
 
     def on_validation_epoch_start(self) -> None:
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:  # a diverged loss is named first
             self._check_loss()
 
     def _check_loss(self) -> None:
-        total = float(self._loss_sum)  # one host sync per epoch, not per step
+        total = float(self._loss_sum)  # one host sync per epoch, not per step; not finite iff a step's loss was not
         if not math.isfinite(total):
             raise TrainingDiverged(
                 f"training loss became {total} in epoch {self.current_epoch}; lower optimizer.lr or check the data."
@@ -99,7 +116,7 @@ class NextItemModule(L.LightningModule):
         if self.item_chunk_size is not None:
             return self._rank_chunked(batch["input"], batch["target"], history, self.item_chunk_size)
         scores = self.score(batch["input"])  # (B, N+1)
-        self._check_scores(torch.isnan(scores).any())
+        self._check_scores(has_nan(scores))
         return rank_targets(scores, batch["target"], history)  # (B,)
 
     def _rank_chunked(self, recent: Tensor, targets: Tensor, history: Tensor | None, chunk: int) -> Tensor:
@@ -110,7 +127,7 @@ class NextItemModule(L.LightningModule):
 
         def columns(start: int, end: int) -> Tensor:
             scores = score_columns(self.decoder, hidden, start, end)  # (B, end - start)
-            nan_chunks.append(torch.isnan(scores).any())
+            nan_chunks.append(has_nan(scores))
             return scores
 
         ranks = chunked_target_ranks(columns, target_scores, targets, history, self.decoder.num_items + 1, chunk)

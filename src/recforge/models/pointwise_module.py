@@ -6,7 +6,8 @@ intents), and the task's metrics object turns outputs into predictions and metri
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import lightning as L
 import torch

@@ -13,7 +13,14 @@ import pandas as pd
 from recforge.cli import user_errors
 from recforge.errors import RecforgeError
 from recforge.report import plots, render
-from recforge.report.aggregate import TESTS, Table, aggregate, default_row_keys, metric_columns, parse_baseline
+from recforge.report.aggregate import (
+    TESTS,
+    Table,
+    aggregate,
+    default_row_keys,
+    metric_columns,
+    parse_baseline,
+)
 from recforge.report.collect import collect_runs
 
 KS = ("10", "20")

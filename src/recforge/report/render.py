@@ -12,7 +12,13 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
-from recforge.report.aggregate import Table, format_value, group_label, key_label, sort_key
+from recforge.report.aggregate import (
+    Table,
+    format_value,
+    group_label,
+    key_label,
+    sort_key,
+)
 
 MARKER = "†"
 TEST_NAMES = {"ttest": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}

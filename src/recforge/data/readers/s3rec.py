@@ -11,7 +11,6 @@ import pandas as pd
 from recforge.data.readers._parsing import _abs, _check_file, _clip, _frame
 from recforge.errors import RecforgeError
 
-
 # ------------------------------------------------------------------------------ S3Rec
 
 

@@ -17,7 +17,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from recforge.data.readers._parsing import _abs, _check_file, _clip, _count, _first_bad, _frame, _show_sep
+from recforge.data.readers._parsing import (
+    _abs,
+    _check_file,
+    _clip,
+    _count,
+    _first_bad,
+    _frame,
+    _show_sep,
+)
 from recforge.errors import RecforgeError
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,11 @@ import torch
 from torch import Tensor
 
 from recforge.models.embedders import IdEmbedding
-from recforge.models.encoders.base import SequenceEncoder, TransformerStack, key_padding_allowed
+from recforge.models.encoders.base import (
+    SequenceEncoder,
+    TransformerStack,
+    key_padding_allowed,
+)
 
 
 class BERT4Rec(SequenceEncoder):

@@ -7,7 +7,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from recforge.models.embedders import IdEmbedding
-from recforge.models.encoders.base import SequenceEncoder, TransformerStack, key_padding_allowed
+from recforge.models.encoders.base import (
+    SequenceEncoder,
+    TransformerStack,
+    key_padding_allowed,
+)
 
 
 class SASRec(SequenceEncoder):

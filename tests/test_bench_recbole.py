@@ -1,0 +1,272 @@
+"""benchmarks/recbole_compare.py, recbole_runner.py and recforge_bench_callbacks.py: pure helpers on hand-made
+inputs, and the benchmark clock on a tiny real fit. RecBole itself is not needed (nor imported)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import recbole_compare as rc
+import recbole_runner as rr
+
+# ------------------------------------------------------------------------------------------- data export
+
+# two users: "u7" with items 3, 1, 2, 4 and "u9" with items 2, 5, 1 (CSR, item ids from 1)
+USERS, INDPTR, ITEMS = ["u7", "u9"], [0, 4, 7], [3, 1, 2, 4, 2, 5, 1]
+
+
+def test_inter_lines_write_user_item_and_position():
+    assert rc.inter_lines(USERS, INDPTR, ITEMS) == [
+        "user_id:token\titem_id:token\ttimestamp:float",
+        "u7\t3\t0", "u7\t1\t1", "u7\t2\t2", "u7\t4\t3",
+        "u9\t2\t0", "u9\t5\t1", "u9\t1\t2",
+    ]
+
+
+def test_read_inter_orders_by_position_whatever_the_line_order(tmp_path):
+    header, *rows = rc.inter_lines(USERS, INDPTR, ITEMS)
+    path = tmp_path / "x.inter"
+    path.write_text("\n".join([header, *reversed(rows)]) + "\n")
+    assert rr.read_inter(path) == {"u7": ["3", "1", "2", "4"], "u9": ["2", "5", "1"]}
+
+
+def test_histories_are_the_items_before_the_validation_and_test_targets_never_the_target():
+    seqs = {"u7": ["3", "1", "2", "4"], "u9": ["2", "5", "2"], "u1": ["8"]}
+    assert rr.histories(seqs, drop_last=2) == {"u7": ["3", "1"], "u9": ["2"]}
+    assert rr.histories(seqs, drop_last=1) == {"u7": ["3", "1", "2"], "u9": ["5"]}  # u9's target 2 came before
+
+
+def test_csr_keeps_key_order_and_empty_keys():
+    assert rr.csr({0: [4, 5], 2: [7]}, 4) == ([0, 2, 2, 3, 3], [4, 5, 7])
+
+
+def test_split_pairs_and_digest_name_the_same_samples_in_any_order():
+    val = rc.split_pairs(USERS, INDPTR, ITEMS, [(0, 2), (1, 1)])  # second to last items
+    assert val == [("u7", "2"), ("u9", "5")]
+    digest = rr.split_digest(val)
+    assert digest["count"] == 2
+    assert rr.split_digest(reversed(val)) == digest
+    assert rr.split_digest([("u7", "2"), ("u9", "1")])["sha256"] != digest["sha256"]
+
+
+def test_split_matches_needs_every_part_equal():
+    expected = {"train_targets": 3, "valid": {"count": 2, "sha256": "a"}, "test": {"count": 2, "sha256": "b"},
+                "users": 2, "items": 5, "inter_file": "x"}
+    got = {k: v for k, v in expected.items() if k != "inter_file"}
+    assert rc.split_matches(expected, got)
+    assert not rc.split_matches(expected, {**got, "train_targets": 4})
+    assert not rc.split_matches(expected, {**got, "test": {"count": 2, "sha256": "c"}})
+
+
+# ------------------------------------------------------------------------------------------- RecBole settings
+
+
+def experiment(model: str = "sasrec", **changes) -> dict:
+    cfg = {
+        "seed": 42, "hidden_size": 64,
+        "dataset": {"max_len": 50, "batch_size": 256},
+        "encoder": {"num_layers": 2, "num_heads": 2, "dropout": 0.2, "inner_size": None, "activation": "gelu"}
+        if model == "sasrec" else {"gru_size": 64, "num_layers": 1, "dropout": 0.5},
+        "item_embedder": {"init_std": 0.02},
+        "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.001, "weight_decay": 0.0},
+        "loss": {"_target_": "recforge.models.losses.CrossEntropy", "label_smoothing": 0.0},
+        "scheduler": None, "evaluation": {"ks": [5, 10, 20]},
+        "trainer": {"max_epochs": 200}, "callbacks": {"early_stopping": {"patience": 10}},
+    }
+    cfg.update(changes)
+    return cfg
+
+
+def test_recbole_config_copies_sizes_dropout_and_stops_at_the_same_epoch():
+    c = rc.recbole_config(experiment(), "sasrec", "D", "C", None)
+    assert (c["n_layers"], c["n_heads"], c["hidden_size"], c["inner_size"]) == (2, 2, 64, 256)
+    assert c["hidden_dropout_prob"] == c["attn_dropout_prob"] == 0.2
+    assert c["MAX_ITEM_LIST_LENGTH"] == 50 and c["train_batch_size"] == 256 and c["learning_rate"] == 0.001
+    assert c["stopping_step"] == 9  # Lightning: stop after 10 bad epochs; RecBole: after stopping_step + 1
+    assert c["epochs"] == 200 and c["topk"] == [5, 10, 20] and c["loss_type"] == "CE"
+    assert c["train_neg_sample_args"] is None
+    assert c["eval_args"] == {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}
+    assert (c["data_path"], c["checkpoint_dir"]) == ("D", "C")
+
+
+def test_recbole_config_for_gru4rec_and_an_epoch_cap():
+    c = rc.recbole_config(experiment("gru4rec"), "gru4rec", "D", "C", 3)
+    assert (c["embedding_size"], c["hidden_size"], c["num_layers"], c["dropout_prob"]) == (64, 64, 1, 0.5)
+    assert c["epochs"] == 3 and "n_layers" not in c
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1}}, "torch.optim.Adam"),
+    ({"scheduler": {"_target_": "x"}}, "scheduler"),
+    ({"loss": {"_target_": "recforge.models.losses.CrossEntropy", "label_smoothing": 0.1}}, "label_smoothing"),
+])
+def test_recbole_config_refuses_settings_recbole_cannot_match(change, needle):
+    with pytest.raises(SystemExit, match=needle):
+        rc.recbole_config(experiment(**change), "sasrec", "D", "C", None)
+
+
+def test_recbole_metric_names_become_recforge_names():
+    assert rr.recforge_metric_names({"hit@10": 0.25, "ndcg@10": 0.125}) == {"hr@10": 0.25, "ndcg@10": 0.125}
+
+
+# ------------------------------------------------------------------------------------------- jobs
+
+
+def test_job_order_alternates_the_framework_that_goes_first():
+    order = [(j.dataset, j.model, j.framework) for j in rc.job_order(rc.PAIRS)]
+    assert order == [
+        ("ml-100k", "sasrec", "recbole"), ("ml-100k", "sasrec", "recforge"),
+        ("ml-100k", "gru4rec", "recforge"), ("ml-100k", "gru4rec", "recbole"),
+        ("beauty", "sasrec", "recbole"), ("beauty", "sasrec", "recforge"),
+        ("beauty", "gru4rec", "recforge"), ("beauty", "gru4rec", "recbole"),
+    ]
+
+
+def test_parse_jobs_keeps_the_benchmark_order_and_names_unknown_pairs():
+    assert rc.parse_jobs("beauty:gru4rec, ml-100k:sasrec") == [("ml-100k", "sasrec"), ("beauty", "gru4rec")]
+    assert rc.parse_jobs(None) == list(rc.PAIRS)
+    with pytest.raises(SystemExit, match="unknown ml-1m:sasrec"):
+        rc.parse_jobs("ml-1m:sasrec")
+
+
+def test_finished_jobs_are_skipped_per_settings_and_failed_ones_rerun():
+    settings = {"mask_history": True, "max_epochs": 2}
+    records = [
+        {"dataset": "ml-100k", "model": "sasrec", "framework": "recbole", "settings": settings, "status": "ok"},
+        {"dataset": "ml-100k", "model": "sasrec", "framework": "recforge", "settings": settings, "status": "failed"},
+        {"dataset": "beauty", "model": "sasrec", "framework": "recbole", "settings": settings,
+         "status": "budget-capped"},
+    ]
+    done = rc.finished_keys(records)
+    assert rc.record_key("ml-100k", "sasrec", "recbole", settings) in done
+    assert rc.record_key("beauty", "sasrec", "recbole", settings) in done
+    assert rc.record_key("ml-100k", "sasrec", "recforge", settings) not in done
+    assert rc.record_key("ml-100k", "sasrec", "recbole", {**settings, "max_epochs": None}) not in done
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+EPOCHS = [{"epoch": 0, "elapsed": 2.0, "test": {"ndcg@10": 0.05}},
+          {"epoch": 1, "elapsed": 4.5, "test": {"ndcg@10": 0.07}},
+          {"epoch": 2, "elapsed": 7.0, "test": {"ndcg@10": 0.09}}]
+
+
+def test_time_to_reach_is_the_end_of_the_first_epoch_at_or_above_the_target():
+    assert rc.time_to_reach(EPOCHS, 0.07) == 4.5  # equal counts as reached
+    assert rc.time_to_reach(EPOCHS, 0.06) == 4.5
+    assert rc.time_to_reach(EPOCHS, 0.01) == 2.0
+    assert rc.time_to_reach(EPOCHS, 0.10) is None
+    assert rc.time_to_reach([{"epoch": 0, "elapsed": 1.0}], 0.0) is None  # no test metrics recorded
+
+
+def record(framework: str, **values) -> dict:
+    base = {"dataset": "ml-100k", "model": "sasrec", "framework": framework, "status": "ok",
+            "settings": {"mask_history": True, "max_epochs": None, "budget_minutes": None, "threads": None},
+            "best_epoch": 1, "epochs_run": 3, "epochs": EPOCHS, "machine": "m", "finished": "2026-11-26T12:00:00",
+            "driver_command": "python benchmarks/recbole_compare.py", "command": f"{framework} cmd",
+            "split_matches": True}
+    return {**base, **values}
+
+
+RECBOLE = record("recbole", time_to_best=300.0, train_seconds=600.0, eval_seconds=4.0, peak_rss_mb=900.0,
+                 test={"hr@10": 0.14, "ndcg@10": 0.07})
+RECFORGE = record("recforge", time_to_best=6.0, train_seconds=10.0, eval_seconds=0.5, peak_rss_mb=600.0,
+                  test={"hr@10": 0.2, "ndcg@10": 0.0875})
+
+
+def test_compare_gives_speedups_and_targets():
+    c = rc.compare(RECBOLE, RECFORGE)
+    assert c["recforge_time_to_reach"] == 4.5
+    assert c["reach_speedup"] == pytest.approx(300 / 4.5)
+    assert c["eval_speedup"] == pytest.approx(8.0)
+    assert c["train_time_ratio"] == pytest.approx(60.0) and c["rss_ratio"] == pytest.approx(1.5)
+    assert c["ndcg@10_change"] == pytest.approx(0.25)
+    assert c["reach_met"] and c["eval_met"] and c["ndcg_met"]
+
+
+def test_compare_when_recforge_never_reaches_recbole():
+    c = rc.compare({**RECBOLE, "test": {"ndcg@10": 0.2}}, RECFORGE)
+    assert c["recforge_time_to_reach"] is None and c["reach_speedup"] is None
+    assert not c["reach_met"] and not c["ndcg_met"]
+
+
+def test_render_shows_both_rows_the_ratios_and_the_targets():
+    failed = {**RECFORGE, "status": "failed", "finished": "2026-11-27T00:00:00"}  # ignored: not finished
+    text = rc.render([RECBOLE, RECFORGE, failed], note="DRAFT")
+    assert "DRAFT" in text and "history masked in evaluation" in text
+    assert "| ML-100K | SASRec | recbole | ok | 2 / 3 | 5.0 min | 5.0 min | 10.0 min | 200.0 | 4.0 s | 900 |" in text
+    assert "| ML-100K | SASRec | recforge | ok | 2 / 3 | 4.5 s | 6.0 s | 10.0 s | 3.3 | 0.5 s | 600 |" in text
+    assert "| 66.7× met | 8.0× met | +25.0% met | 60.0× | 1.5× |" in text
+    assert "Split check FAILED" not in text
+
+
+def test_render_flags_a_split_mismatch():
+    text = rc.render([{**RECBOLE, "split_matches": False}, RECFORGE])
+    assert "Split check FAILED** for ml-100k" in text
+
+
+# ------------------------------------------------------------------------------------------- RecBole masking
+
+
+def test_mask_history_collate_returns_recbole_history_index_of_each_row():
+    def collate(index):
+        interaction = {"user_id": torch.tensor([2, 0, 1]), "item_id": torch.tensor([5, 3, 9])}
+        return interaction, None, torch.arange(3), interaction["item_id"]
+
+    indptr, flat = rr.csr({0: [4, 6], 1: [], 2: [7, 8, 1]}, 3)
+    _, (rows, items), _, positive_i = rr.mask_history_collate(
+        collate, torch.tensor(indptr), torch.tensor(flat), "user_id")([0, 1, 2])
+    assert rows.tolist() == [0, 0, 0, 1, 1] and items.tolist() == [7, 8, 1, 4, 6]  # user 1 has no history
+    assert positive_i.tolist() == [5, 3, 9]
+
+
+# ------------------------------------------------------------------------------------------- recforge clock
+
+
+def test_bench_clock_records_every_epoch_without_changing_training(compose_train, tmp_path):
+    from recforge.train import train
+
+    tiny = ["dataset.reader.num_users=120", "dataset.reader.num_items=60", "dataset.reader.max_length=20",
+            "dataset.max_len=10", "dataset.batch_size=32", "hidden_size=16", "callbacks.progress_bar=null",
+            "logger=none", "trainer.max_epochs=3"]
+    path = tmp_path / "bench.json"
+    with_clock = train(compose_train(*tiny, "+callbacks.bench._target_=recforge_bench_callbacks.BenchClock",
+                                     f"+callbacks.bench.path={path}"))
+    bench = json.loads(path.read_text())
+    assert [e["epoch"] for e in bench["epochs"]] == [0, 1, 2]
+    elapsed = [e["elapsed"] for e in bench["epochs"]]
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= bench["train_seconds"]
+    assert bench["eval_seconds"] > 0 and bench["excluded_seconds"] > 0
+    best = bench["epochs"][with_clock["best_epoch"]]
+    assert best["test"] == pytest.approx(with_clock["test"], rel=1e-12)  # the tested checkpoint's weights
+    assert best["val"] == pytest.approx(with_clock["val"], rel=1e-12)
+
+    (tmp_path / "run").rename(tmp_path / "run-with-clock")
+    without = train(compose_train(*tiny))
+    assert without["test"] == with_clock["test"]  # the extra test passes left every random stream alone
+
+
+def test_recbole_never_sees_a_bare_dataset_name():
+    """RecBole silently swaps a dataset named "ml-100k" for its own bundled copy (other timestamps, other order)."""
+    assert rc.recbole_name("ml-100k") == "recforge-ml-100k"
+
+
+def test_export_of_real_ml100k_holds_every_interaction_in_recforge_order(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("RECFORGE_CACHE", str(tmp_path / "cache"))
+    export = rc.export_dataset("ml-100k", "ml100k_sasrec", data_root, tmp_path / "data")
+    path = Path(export["inter_file"])
+    assert path == tmp_path / "data" / "recforge-ml-100k" / "recforge-ml-100k.inter"
+    sequences = rr.read_inter(path)
+    assert len(sequences) == export["users"] == 943 and export["items"] == 1682
+    assert sum(map(len, sequences.values())) == 100_000
+    assert export["valid"]["count"] == export["test"]["count"] == 943
+    assert export["train_targets"] == 100_000 - 3 * 943  # n - 3 training targets per user (n - 1 transitions)
+    test_pairs = [(user, items[-1]) for user, items in sequences.items()]
+    assert rr.split_digest(test_pairs) == export["test"]
