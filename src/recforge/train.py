@@ -12,6 +12,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -83,10 +84,10 @@ def compile_loss(module: NextItemModule) -> None:
 def item_id_map(datamodule: SequenceDataModule) -> dict[str, Any]:
     """Raw dataset id of every internal item id (index; 0 is padding), so a served model speaks raw ids."""
     if isinstance(datamodule, SequenceDataModule):
-        item_ids = datamodule.load_sequences().item_ids
-    else:  # rating samples (intent and value tasks) keep their own id map
-        item_ids = datamodule.item_ids
-    return {"dataset": datamodule.name, "num_items": len(item_ids), "max_len": datamodule.max_len,
+        item_ids = datamodule.load_sequences().item_ids  # entry 0 is "" (padding)
+    else:  # rating samples (intent and value tasks) keep their own id map, without the padding entry
+        item_ids = np.concatenate([[""], datamodule.item_ids])
+    return {"dataset": datamodule.name, "num_items": len(item_ids) - 1, "max_len": datamodule.max_len,
             "item_ids": [str(i) for i in item_ids]}
 
 
