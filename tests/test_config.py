@@ -38,6 +38,8 @@ from recforge.models.embedders import IdEmbedding
 from recforge.models.encoders.bert4rec import BERT4Rec
 from recforge.models.encoders.content import ContentEncoder
 from recforge.models.encoders.gru4rec import GRU4Rec
+from recforge.models.encoders.itemknn import ItemKNNScores, MultiHot
+from recforge.models.encoders.mf import MatrixFactorization
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 from recforge.models.encoders.sasrec import SASRec
 from recforge.models.heads import BiasedDot
@@ -144,6 +146,9 @@ def check_dataset(option: str, compose_train, tmp_path: Path) -> None:
     if base.dataset._target_ == "recforge.data.ratings.RatingDataModule":  # intent/value samples
         check_rating_dataset(option, compose_train)
         return
+    if base.dataset._target_ == "recforge.data.reviews.ReviewDataModule":  # text tasks (review texts)
+        check_review_dataset(option, compose_train)
+        return
     assert base.dataset._target_ == "recforge.data.datamodule.SequenceDataModule"
     reader = base.dataset.reader
 
@@ -211,6 +216,24 @@ def check_rating_dataset(option: str, compose_train) -> None:
         assert dm.stats["mean_train_label"] == pytest.approx(3.53, abs=0.01)
 
 
+def check_review_dataset(option: str, compose_train) -> None:
+    """Review texts: read from dataset.root, 80/20 split (seed 0) with 10 % of the training part validating."""
+    from recforge.data.reviews import ReviewDataModule
+
+    cfg = compose_train(f"dataset={option}", f"dataset.root={SHARED_DATA}")
+    dm = instantiate(cfg.dataset)
+    assert isinstance(dm, ReviewDataModule) and str(cfg.dataset.reader.path).startswith(str(SHARED_DATA))
+    if not Path(cfg.dataset.reader.path).exists():
+        with pytest.raises(RecforgeError):
+            dm.setup()
+        return
+    dm.setup()
+    if option == "clothing-reviews":  # 22,641 reviews with text; "Recommended IND" is the default label
+        assert (dm.stats["texts"], dm.stats["test_samples"], dm.stats["val_samples"]) == (22641, 4528, 1811)
+        assert dm.stats["train_samples"] == 16302 and dm.label_column == "Recommended IND"
+        assert set(dm.labels.unique().tolist()) == {0.0, 1.0}
+
+
 def check_split(option: str, compose_train, tmp_path: Path) -> None:
     cfg = compose_train(f"dataset/split={option}")
     split_fn = instantiate(cfg.dataset.split)
@@ -250,6 +273,8 @@ KNOWN_ENCODERS = {
     "gru4rec": (GRU4Rec, DotProduct, True),
     "popularity": (ConstantEncoder, PopularityScores, False),
     "content": (ContentEncoder, DotProduct, False),
+    "mf": (MatrixFactorization, DotProduct, True),
+    "itemknn": (MultiHot, ItemKNNScores, False),
 }
 
 
@@ -329,7 +354,9 @@ def check_item_embedder(option: str, compose_train, tmp_path: Path) -> None:
         assert torch.count_nonzero(embedder.table.weight[0]) == 0
 
 
-POINTWISE_LOSSES = {"mse": (torch.nn.MSELoss, 14 / 3), "bce_logits": (torch.nn.BCEWithLogitsLoss, math.log(2))}
+# huber (delta 1) against errors 1, 2, 3: (0.5 + 1.5 + 2.5) / 3
+POINTWISE_LOSSES = {"mse": (torch.nn.MSELoss, 14 / 3), "huber": (torch.nn.HuberLoss, 1.5),
+                    "bce_logits": (torch.nn.BCEWithLogitsLoss, math.log(2))}
 
 
 def check_loss(option: str, compose_train, tmp_path: Path) -> None:
@@ -338,7 +365,7 @@ def check_loss(option: str, compose_train, tmp_path: Path) -> None:
     assert type(loss) is get_class(cfg.loss._target_)
     if option in POINTWISE_LOSSES:  # intent/value: outputs 0 against labels 1, 2, 3 (mse) or 0, 1, 1 (bce)
         cls, expected = POINTWISE_LOSSES[option]
-        labels = torch.tensor([1.0, 2.0, 3.0]) if option == "mse" else torch.tensor([0.0, 1.0, 1.0])
+        labels = torch.tensor([0.0, 1.0, 1.0]) if option == "bce_logits" else torch.tensor([1.0, 2.0, 3.0])
         assert type(loss) is cls and float(loss(torch.zeros(3), labels)) == pytest.approx(expected, rel=1e-6)
         return
     # with all-zero hidden states every real item scores 0: the values are known in closed form
@@ -597,6 +624,9 @@ def check_experiment(option: str, compose_train, tmp_path: Path) -> None:
         assert OmegaConf.select(cfg, key) == value, key
     if Path(cfg.dataset.reader.get("path") or "/nonexistent").exists():
         _, module = build(cfg)
+        if cfg.get("encoder") is None:  # text tasks: the model's encoder is the text_encoder group's
+            assert type(module.encoder) is get_class(cfg.text_encoder._target_) and module.trainable
+            return
         assert type(module.encoder) is get_class(cfg.encoder._target_)
         if module.trainable:
             assert module.encoder.item_embedder.hidden_size == cfg.hidden_size

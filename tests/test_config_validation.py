@@ -85,6 +85,8 @@ RANGE = [
     (["loss=bce", "loss.sampler.num_negatives=0"], "loss.sampler.num_negatives=0 must be an integer >= 1."),
     (["loss=bpr", "loss.sampler.num_negatives=-3"], "loss.sampler.num_negatives=-3 must be an integer >= 1."),
     (["loss.label_smoothing=1"], "loss.label_smoothing=1 must be a number in [0, 1)."),
+    (["task=value", "dataset=ml-100k-ratings", "loss=huber", "loss.delta=0"], "loss.delta=0 must be a number > 0."),
+    (["encoder=history_mean", "encoder.length_power=1.5"], "encoder.length_power=1.5 must be a number in [0, 1]."),
     (["scheduler=warmup_cosine", "scheduler.warmup_steps=-1"], "scheduler.warmup_steps=-1 must be an integer >= 0."),
     (["scheduler=warmup_cosine", "scheduler.min_ratio=2"], "scheduler.min_ratio=2 must be a number in [0, 1]."),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be -1 or an integer >= 1 (or null)."),
@@ -99,6 +101,9 @@ RANGE = [
     (["callbacks.model_checkpoint.save_top_k=-2"], "callbacks.model_checkpoint.save_top_k=-2 must be an integer >= -1."),
     (["seed=-1"], "seed=-1 must be an integer in [0, 4294967295]."),
     (["objective_mode=maximum"], "objective_mode='maximum' must be one of 'max', 'min'."),
+    (["dataset.cold_items=1.0"], "dataset.cold_items=1.0 must be a number in [0, 1)."),
+    (["dataset.cold_items=-0.2"], "dataset.cold_items=-0.2 must be a number in [0, 1)."),
+    (["dataset.cold_seed=-1"], "dataset.cold_seed=-1 must be an integer >= 0."),
 ]
 
 
@@ -146,6 +151,12 @@ CROSS = [
      "encoder.max_len=5 must be >= dataset.max_len=50 (the encoder needs a position for every item of the input window)."),
     (["dataset/split=temporal_ratio", "dataset.split.train=0.9", "dataset.split.val=0.2"],
      "dataset.split.train=0.9 + dataset.split.val=0.2 must be < 1 (the rest of each sequence is the test part)."),
+    (["dataset/split=temporal_ratio", "dataset.cold_items=0.2"],
+     "dataset.cold_items=0.2 needs dataset/split=leave_one_out (cold items are held out as validation and test "
+     "targets only), not TemporalRatio."),
+    (["dataset.cold_items=0.2", "loss.label_smoothing=0.1"],
+     "dataset.cold_items=0.2 needs loss.label_smoothing=0, not 0.1 (smoothing would put probability on the cold "
+     "items, which training must never score)."),
     (["dataset.reader.min_length=30", "dataset.reader.max_length=20"],
      "dataset.reader.min_length=30 must be <= dataset.reader.max_length=20."),
     (["objective=val/ndcg@7"],
@@ -226,6 +237,7 @@ ACCEPTED = [
     ["dataset/split=temporal_ratio", "dataset.split.train=0.5", "dataset.split.val=0.4"],
     ["logger=wandb", "+logger.wandb.entity=me"], ["+optimizer.amsgrad=true"], ["dataset.min_rating=4"],
     ["objective=val/mrr@20", "objective_mode=min"], ["ckpt_path=/some/run/last.ckpt"],
+    ["dataset.cold_items=0.99", "dataset.cold_seed=7"], ["dataset/split=temporal_ratio", "dataset.cold_items=0"],
 ]
 
 
@@ -255,7 +267,10 @@ NEEDS = {
     ("task", "intent"): ["dataset=ml-100k-ratings"],
     ("decoder", "biased_dot"): ["task=value", "dataset=ml-100k-ratings"],
     ("loss", "mse"): ["task=value", "dataset=ml-100k-ratings"],
+    ("loss", "huber"): ["task=value", "dataset=ml-100k-ratings"],
     ("loss", "bce_logits"): ["task=intent", "dataset=ml-100k-ratings"],
+    # review texts go with a text task (its experiment)
+    ("dataset", "clothing-reviews"): ["experiment=clothing_intent"],
 }
 
 

@@ -32,8 +32,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def model_name(cfg: DictConfig) -> str:
-    """Class name of the encoder (``recforge...sasrec.SASRec`` -> ``SASRec``)."""
-    return str(cfg.encoder.get("_target_", "model")).rsplit(".", 1)[-1]
+    """Class name of the encoder (``recforge...sasrec.SASRec`` -> ``SASRec``); text tasks (``encoder: null``)
+    name their text encoder."""
+    encoder = cfg.get("encoder") or cfg.get("text_encoder") or {}
+    return str(encoder.get("_target_", "model")).rsplit(".", 1)[-1]
 
 
 def run_identity(cfg: DictConfig, run_dir: str | Path, sweep_dir: str | Path | None,

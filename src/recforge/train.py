@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from recforge.checkpoints import check_checkpoint
 from recforge.cli import user_errors
 from recforge.data.datamodule import SequenceDataModule
+from recforge.data.reviews import ReviewDataModule
 from recforge.errors import RecforgeError
 from recforge.models.module import NextItemModule
 from recforge.runinfo import run_info, write_json, write_text
@@ -39,6 +40,8 @@ def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
     datamodule: SequenceDataModule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    if isinstance(datamodule, ReviewDataModule):  # text tasks: the text encoder and a head, no item parts
+        return datamodule, build_text_module(cfg, datamodule)
     module = build_module(cfg, datamodule.num_items, getattr(datamodule, "num_users", 0))
     # text item embedders get their item texts (frozen embeddings through the cache); id models read nothing
     item_text = OmegaConf.to_container(cfg.item_text, resolve=True) if cfg.get("item_text") else {}
@@ -46,20 +49,34 @@ def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
     return datamodule, module
 
 
+def build_text_module(cfg: DictConfig, datamodule: ReviewDataModule) -> L.LightningModule:
+    """The text task's module around ``cfg.text_encoder``; a fine-tuned encoder reads token ids, so the
+    datamodule tokenizes with its tokenizer (a frozen one reads embeddings computed once, by row, cached in
+    ``<paths.cache_dir>/text_embeddings``)."""
+    module = instantiate(cfg.task, encoder=instantiate(cfg.text_encoder), loss=instantiate(cfg.loss),
+                         optimizer=instantiate(cfg.optimizer),
+                         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+                         cache_dir=str(Path(cfg.paths.cache_dir) / "text_embeddings"))
+    if module.fine_tune:
+        datamodule.use_tokenizer(module.encoder.tokenizer)
+    return module
+
+
 NEXT_ITEM_TASK = {"_target_": "recforge.models.module.NextItemModule"}  # runs saved before the task group
 
 
 def build_module(cfg: DictConfig, num_items: int, num_users: int = 0) -> L.LightningModule:
-    """The parts sized for ``num_items`` items (and ``num_users`` users for a head with user vectors), wired
+    """The parts sized for ``num_items`` items (and ``num_users`` users for a part with user vectors), wired
     into the task's LightningModule (no data read)."""
     embedder = instantiate(cfg.item_embedder, num_items=num_items)
     users = {"num_users": num_users} if "num_users" in cfg.decoder else {}
+    encoder_users = {"num_users": num_users} if "num_users" in cfg.encoder else {}  # matrix factorisation
     task = cfg.get("task") or OmegaConf.create(
         {**NEXT_ITEM_TASK, "ks": list(cfg.evaluation.ks), "mask_history": cfg.evaluation.mask_history,
          "item_chunk_size": cfg.evaluation.get("item_chunk_size")})
     return instantiate(
         task,
-        encoder=instantiate(cfg.encoder, item_embedder=embedder),
+        encoder=instantiate(cfg.encoder, item_embedder=embedder, **encoder_users),
         decoder=instantiate(cfg.decoder, item_embedder=embedder, **users),
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer),
@@ -81,8 +98,11 @@ def compile_loss(module: NextItemModule) -> None:
     module.loss.compile(dynamic=True)
 
 
-def item_id_map(datamodule: SequenceDataModule) -> dict[str, Any]:
-    """Raw dataset id of every internal item id (index; 0 is padding), so a served model speaks raw ids."""
+def item_id_map(datamodule: SequenceDataModule) -> dict[str, Any] | None:
+    """Raw dataset id of every internal item id (index; 0 is padding), so a served model speaks raw ids
+    (None for text datasets: they have no items)."""
+    if isinstance(datamodule, ReviewDataModule):
+        return None
     if isinstance(datamodule, SequenceDataModule):
         item_ids = datamodule.load_sequences().item_ids  # entry 0 is "" (padding)
     else:  # rating samples (intent and value tasks) keep their own id map, without the padding entry
@@ -159,7 +179,8 @@ def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, 
         write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_json(out / "dataset_stats.json", datamodule.stats)
-        write_json(out / ITEM_IDS_FILE, item_id_map(datamodule))
+        if (item_ids := item_id_map(datamodule)) is not None:
+            write_json(out / ITEM_IDS_FILE, item_ids)
     history = csv_history(out, resume) if cfg.get("resume") else []
     trainer = build_trainer(cfg, identity)
     log_config(trainer, cfg)
@@ -256,6 +277,8 @@ def tested_validation(module: NextItemModule, ckpt: str | None) -> tuple[int | N
     """(epoch, validation metrics) of the checkpoint that was tested: metrics.json always describes it."""
     if ckpt is None or module.loaded_epoch is None:
         return None, {}
+    if getattr(module, "loaded_validation", None) is not None:  # validated several times per epoch (text tasks)
+        return module.loaded_epoch, module.loaded_validation
     return module.loaded_epoch, dict(module.val_history).get(module.loaded_epoch, {})
 
 

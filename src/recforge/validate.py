@@ -34,6 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 from recforge.cli import check_required
 from recforge.errors import RecforgeError
 from recforge.evaluation.metrics import METRICS
+from recforge.models.encoders.itemknn import ItemKNNScores, MultiHot
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 
 _ABSENT = object()
@@ -194,6 +195,8 @@ RULES: tuple[Rule, ...] = (
     Rule("dataset.user_k", int_at_least(0)),
     Rule("dataset.item_k", int_at_least(0)),
     Rule("dataset.bucket_by_length", BOOLEAN),
+    Rule("dataset.cold_items", number_in(0, 1)),
+    Rule("dataset.cold_seed", int_at_least(0)),
     Rule("dataset.split.train", UNIT_OPEN),
     Rule("dataset.split.val", UNIT_OPEN),
     Rule("dataset.reader.download", BOOLEAN),
@@ -216,8 +219,13 @@ RULES: tuple[Rule, ...] = (
     Rule("encoder.inner_size", optional(int_at_least(1))),
     Rule("encoder.activation", one_of("relu", "gelu")),
     Rule("encoder.gru_size", int_at_least(1)),
+    Rule("encoder.init_std", number_at_least(0)),
+    Rule("decoder.k", optional(int_at_least(1))),
+    Rule("decoder.shrink", number_at_least(0)),
     Rule("loss.label_smoothing", DROPOUT),
     Rule("loss.sampler.num_negatives", int_at_least(1)),
+    Rule("loss.delta", number_above(0)),
+    Rule("encoder.length_power", UNIT_CLOSED),
     # optimisation
     Rule("optimizer.lr", number_above(0)),
     Rule("optimizer.weight_decay", number_at_least(0)),
@@ -329,6 +337,24 @@ def split_leaves_test(cfg: DictConfig) -> str | None:
     return f"dataset.split.train={train} + dataset.split.val={val} must be < 1 (the rest of each sequence is the test part)"
 
 
+def cold_items_compatible(cfg: DictConfig) -> list[str]:
+    """A cold-start split holds cold items out as leave-one-out validation and test targets only, and its cold
+    logits (-inf in training) leave no room for label smoothing, which would put probability on them."""
+    cold = valid(cfg, "dataset.cold_items", number_in(0, 1))
+    if cold is _ABSENT or cold == 0:
+        return []
+    problems = []
+    split = OmegaConf.select(cfg, "dataset.split._target_")
+    if isinstance(split, str) and not split.endswith(".LeaveOneOut"):
+        problems.append(f"dataset.cold_items={cold} needs dataset/split=leave_one_out (cold items are held out as "
+                        f"validation and test targets only), not {split.rsplit('.', 1)[-1]}")
+    smoothing = valid(cfg, "loss.label_smoothing", DROPOUT)
+    if smoothing is not _ABSENT and smoothing > 0:
+        problems.append(f"dataset.cold_items={cold} needs loss.label_smoothing=0, not {smoothing} (smoothing would "
+                        "put probability on the cold items, which training must never score)")
+    return problems
+
+
 def lengths_ordered(cfg: DictConfig) -> str | None:
     """Generated sequences: the shortest length is not above the longest."""
     low = valid(cfg, "dataset.reader.min_length", int_at_least(1))
@@ -353,10 +379,18 @@ def objective_is_computed(cfg: DictConfig) -> str | None:
 
 
 def task_matches_data(cfg: DictConfig) -> str | None:
-    """Ranking tasks read sequences; intent and value tasks read rating samples (their datamodule)."""
+    """Ranking tasks read sequences; intent and value tasks read rating samples (their datamodule); text tasks
+    read review texts."""
     task, data = OmegaConf.select(cfg, "task._target_"), OmegaConf.select(cfg, "dataset._target_")
     if task is None or data is None:
         return None
+    text_task, text_data = task.endswith("TextPointwiseModule"), data.endswith("ReviewDataModule")
+    if text_task or text_data:  # text tasks read review texts (experiment=clothing_intent, clothing_value)
+        if text_task == text_data:
+            return None
+        return (f"dataset {cfg.dataset.get('name')} and task {task.rsplit('.', 1)[-1]} do not fit together: text "
+                "tasks (TextPointwiseModule) and text datasets (ReviewDataModule) go only with each other, e.g. "
+                "experiment=clothing_intent")
     pointwise_task = task.endswith("PointwiseModule")
     pointwise_data = data.endswith("RatingDataModule")
     if pointwise_task == pointwise_data:
@@ -411,6 +445,8 @@ class Pairing:
 PAIRINGS: tuple[Pairing, ...] = (
     Pairing("encoder", ConstantEncoder, "decoder", PopularityScores,
             "the popularity baseline pairs them: pass encoder=popularity, which selects both"),
+    Pairing("encoder", MultiHot, "decoder", ItemKNNScores,
+            "the ItemKNN baseline pairs them: pass encoder=itemknn, which selects both"),
 )
 
 
@@ -437,6 +473,16 @@ def parts_paired(cfg: DictConfig) -> list[str]:
             problems.append(f"{pair.second_group} {pair.second.__qualname__} needs {pair.first_group} "
                             f"{pair.first.__qualname__}, not {first.__qualname__} ({pair.reason})")
     return problems
+
+
+def users_need_next_item_task(cfg: DictConfig) -> str | None:
+    """An encoder with a vector per user (encoder=mf) is a next-item ranking model: the rating tasks read the
+    history only (their user vectors are decoder=biased_dot's)."""
+    encoder, task = _target_class(cfg, "encoder"), OmegaConf.select(cfg, "task._target_")
+    if encoder is None or not getattr(encoder, "uses_users", False) or not str(task).endswith("PointwiseModule"):
+        return None
+    return (f"encoder {encoder.__qualname__} (encoder=mf) learns a vector per user for next-item ranking (task=next_item), "
+            "not for task=value or task=intent, whose user vectors are decoder=biased_dot's")
 
 
 def _target_nodes(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -479,9 +525,10 @@ def _unknown_argument(full_key: str, target: str, key: str, accepted: list[str])
 
 CrossCheck = Callable[[DictConfig], str | None | list[str]]
 CROSS_CHECKS: tuple[CrossCheck, ...] = (
-    heads_divide_hidden, encoder_window_covers_data, split_leaves_test, lengths_ordered, objective_is_computed,
+    heads_divide_hidden, encoder_window_covers_data, split_leaves_test, cold_items_compatible, lengths_ordered,
+    objective_is_computed,
     task_matches_data,
-    entries_have_targets, parts_paired, unknown_arguments,
+    entries_have_targets, parts_paired, users_need_next_item_task, unknown_arguments,
 )
 
 

@@ -108,7 +108,7 @@ def test_eval_samples_batches():
     dm.setup("fit")
     # validation: (u1, pos 5) target f=6, (u3, pos 1) target h=8
     val = dm.val_set.__getitems__([0, 1])
-    assert set(val) == {"input", "target", "history", "index"}
+    assert set(val) == {"input", "target", "history", "index", "user"}
     assert left_pad(val["input"], 3).tolist() == [[3, 4, 5], [0, 0, 3]]  # last 3 items before the target
     assert val["target"].tolist() == [6, 8]
     # history: every earlier item, right-padded with 0 to the batch's longest (5)
@@ -145,6 +145,39 @@ def test_item_counts_only_training_items():
     # training items: u1 positions 0..4 = a b c d e (1..5), u2 none (dropped), u3 position 0 = c (3)
     # b in u2 and f, g, h (val/test targets) are not counted
     assert dm.item_counts.tolist() == [0, 1, 1, 2, 1, 1, 0, 0, 0]
+
+
+def test_batches_carry_the_user_row_and_training_data_is_the_training_prefix():
+    dm = make_dm()
+    dm.setup("fit")
+    assert dm.num_users == 3
+    # both training windows are u1's (row 0); u2 and u3 have none
+    assert dm.train_set.users.tolist() == [0, 0]
+    assert dm.train_set.__getitems__([1, 0])["user"].tolist() == [0, 0]
+    # validation (u1, u3) and test requested in reverse order (u3, u1)
+    assert dm.val_set.__getitems__([0, 1])["user"].tolist() == [0, 2]
+    assert dm.test_set.__getitems__([1, 0])["user"].tolist() == [2, 0]
+    # training prefixes: u1 a..e, u2 nothing (dropped by the split), u3 c
+    data = dm.training_data
+    assert data.indptr.tolist() == [0, 5, 5, 6] and data.items.tolist() == [1, 2, 3, 4, 5, 3]
+    assert data.num_users == 3 and torch.equal(data.item_counts, dm.item_counts)
+
+
+def test_every_training_window_belongs_to_its_user():
+    rng = np.random.default_rng(3)
+    rows = [(f"u{u}", f"i{rng.integers(30)}", t, 1.0) for u in range(12) for t in range(int(rng.integers(1, 14)))]
+    dm = make_dm(rows=rows, max_len=3)
+    dm.setup("fit")
+    seqs, data = dm.load_sequences(), dm.training_data
+    assert len(set(dm.train_set.users.tolist())) > 5  # many users have windows
+    for window, user in zip(dm.train_set.windows.tolist(), dm.train_set.users.tolist()):
+        real = [item for item in window if item > 0]
+        train = data.items[data.indptr[user]:data.indptr[user + 1]].tolist()
+        assert train == seqs.items[seqs.indptr[user]:seqs.indptr[user] + len(train)].tolist()
+        # the window's items are a contiguous run of its user's training items
+        assert any(train[s:s + len(real)] == real for s in range(len(train) - len(real) + 1)), (window, user)
+    batch = dm.train_set.__getitems__([4, 0, 2])
+    assert batch["user"].tolist() == [dm.train_set.users[i].item() for i in (4, 0, 2)]
 
 
 def test_eval_samples_parity_with_loop():

@@ -16,6 +16,7 @@ from recforge.deploy.export import (
     load_export,
     main,
 )
+from recforge.data.datamodule import TrainingData
 from recforge.deploy.model import Scorer
 from recforge.train import build_module
 
@@ -108,7 +109,7 @@ def encoder_scorer(compose_train, encoder: str) -> Scorer:
     """An untrained model of each encoder (random weights; popularity with made-up counts) as a scorer."""
     module = build_module(compose_train(f"encoder={encoder}", "hidden_size=16", "dataset.max_len=10"), 30).eval()
     if encoder == "popularity":
-        module.decoder.fit_data(torch.arange(31).float())
+        module.decoder.fit_data(TrainingData.from_counts(torch.arange(31).float()))
     return Scorer(module.encoder, module.decoder).eval()
 
 

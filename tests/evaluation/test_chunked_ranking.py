@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from recforge.data.datamodule import TrainingData
 from recforge.errors import TrainingDiverged
 from recforge.evaluation.ranking import chunked_target_ranks, mask_chunk, rank_targets, topk_chunked
 from recforge.models.decoders import DotProduct, score_columns
@@ -155,7 +156,7 @@ def test_score_columns_equal_forward_columns(start, end):
     assert torch.equal(score_columns(dot, hidden, start, end), dot(hidden)[:, start:end])
 
     popularity = PopularityScores(IdEmbedding(40, 1))  # no score_range: scored through score_items
-    popularity.fit_data(torch.arange(41.0) % 7)
+    popularity.fit_data(TrainingData.from_counts(torch.arange(41.0) % 7))
     ones = torch.ones(9, 1)
     assert torch.equal(score_columns(popularity, ones, start, end), popularity(ones)[:, start:end])
     assert popularity.counts[0] == 0.0  # column 0 set to -inf on a copy, never in the decoder's state
@@ -194,7 +195,7 @@ def test_module_chunked_ranks_equal_full_ranks_with_exact_ties(chunk, monkeypatc
     ranks = {}
     for size in (None, chunk):
         module = module_with(decoder, SASRec(decoder.item_embedder, max_len=6, num_layers=1), size)
-        monkeypatch.setattr(module, "hidden_state", lambda recent: hidden)
+        monkeypatch.setattr(module, "hidden_state", lambda recent, users=None: hidden)
         ranks[size] = module._rank(batch)
     assert torch.equal(ranks[chunk], ranks[None])
     unmasked = [len(set(range(1, 41)) - set(batch["history"][i].tolist()) | {int(batch["target"][i])})
@@ -217,7 +218,7 @@ def test_module_chunked_ranks_equal_full_ranks_for_a_random_sasrec(chunk):
 
 def test_module_popularity_chunked_ranks_equal_full_ranks():
     decoder = PopularityScores(IdEmbedding(30, 1))
-    decoder.fit_data((torch.arange(31.0) * 7) % 5)  # counts 0..4: many ties
+    decoder.fit_data(TrainingData.from_counts((torch.arange(31.0) * 7) % 5))  # counts 0..4: many ties
     encoder = ConstantEncoder(IdEmbedding(30, 1))
     batch = eval_batch(30, 25, seed=6)
     full = module_with(decoder, encoder, None)._rank(batch)
@@ -230,7 +231,7 @@ def test_module_chunked_nan_scores_stop_the_run(monkeypatch):
     module = module_with(decoder, SASRec(decoder.item_embedder, max_len=6, num_layers=1), 7)
     hidden = torch.ones(5, 4)
     hidden[2, 1] = NAN
-    monkeypatch.setattr(module, "hidden_state", lambda recent: hidden)
+    monkeypatch.setattr(module, "hidden_state", lambda recent, users=None: hidden)
     with pytest.raises(TrainingDiverged, match="NaN"):
         module._rank(eval_batch(20, 5, seed=0))
 
@@ -297,7 +298,7 @@ def test_trained_model_metrics_identical_with_and_without_item_chunks(encoder, c
     if trained.trainable:
         build_trainer(compose_train(*base)).fit(trained, datamodule=datamodule)
     else:  # popularity: the training counts are its state
-        trained.decoder.fit_data(datamodule.item_counts)
+        trained.decoder.fit_data(datamodule.training_data)
     results = {}
     for size in ("null", "7"):
         cfg = compose_train(*base, f"evaluation.item_chunk_size={size}")

@@ -240,6 +240,37 @@ def test_causal_mean_matches_a_loop():
     torch.testing.assert_close(causal_mean(vectors, items > 0), expected)
 
 
+def test_length_power_divides_the_sum_by_a_power_of_the_count():
+    vectors = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]]])  # (1, 4, 2)
+    valid = torch.tensor([[False, True, True, True]])
+    # at t = 3: the sum of the three valid vectors is (15, 18); 3 ** 0.5 = 1.7320508
+    out = causal_mean(vectors, valid, length_power=0.5)
+    torch.testing.assert_close(out[0, 3], torch.tensor([15.0, 18.0]) / 3 ** 0.5)
+    torch.testing.assert_close(out[0, 1], torch.tensor([3.0, 4.0]))  # one item: any power divides by 1
+    torch.testing.assert_close(causal_mean(vectors, valid, 0.0)[0, 2], torch.tensor([8.0, 10.0]))  # the sum
+    torch.testing.assert_close(out[0, 0], torch.zeros(2))  # nothing valid yet
+
+
+@pytest.mark.parametrize("length_power", [1.0, 0.5])
+@pytest.mark.parametrize("projection", [False, True])
+def test_content_final_state_is_the_last_position_of_forward(length_power, projection):
+    torch.manual_seed(0)
+    encoder = ContentEncoder(IdEmbedding(30, 8), projection=projection, length_power=length_power)
+    if projection:
+        with torch.no_grad():
+            encoder.projection.weight.add_(0.1 * torch.randn(8, 8))
+    items = torch.randint(1, 31, (5, 9))
+    items[0] = 0  # no history at all
+    items[1, :6] = 0  # left padding
+    torch.testing.assert_close(encoder.final_state(items), encoder(items)[:, -1])
+    assert torch.equal(encoder.final_state(items)[0], encoder.projection.bias if projection else torch.zeros(8))
+
+
+def test_length_power_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match="length_power=2"):
+        ContentEncoder(IdEmbedding(5, 4), length_power=2)
+
+
 def test_content_encoder_scores_are_cosine_with_the_history_mean():
     torch.manual_seed(0)
     text = nn.functional.normalize(torch.randn(6, 5), dim=1)  # 6 items, D = 5

@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +30,8 @@ from recforge.data.preprocess import (
     statistics,
     to_sequences,
 )
-from recforge.data.splits import Split, training_windows
+from recforge.data.cold import choose_cold_items, cold_target_counts, hold_out_items
+from recforge.data.splits import LeaveOneOut, Split, training_windows
 from recforge.errors import RecforgeError
 
 log = logging.getLogger(__name__)
@@ -52,17 +54,56 @@ def trim_left_padding(items: Tensor, keep: int = 1) -> Tensor:
     return items[:, items.shape[1] - max(longest, keep):]
 
 
-class TrainWindows(Dataset):
-    """Training windows of max_len + 1 item ids, left-padded with 0."""
+@dataclass(frozen=True)
+class TrainingData:
+    """The training interactions, for parts fitted from data rather than by gradients (``FitsData``).
 
-    def __init__(self, windows: Tensor) -> None:
+    item_counts: (N+1,) training interactions per item id; indptr (U+1,) and items (n_train,): the training part of
+    every user's sequence as CSR, user u's items ``items[indptr[u]:indptr[u + 1]]`` in time order (all int64).
+    """
+
+    item_counts: Tensor
+    indptr: Tensor
+    items: Tensor
+
+    @property
+    def num_users(self) -> int:
+        return self.indptr.shape[0] - 1
+
+    @classmethod
+    def from_sequences(cls, items: np.ndarray, indptr: np.ndarray, train_lengths: np.ndarray,
+                       num_items: int) -> TrainingData:
+        """The first ``train_lengths[u]`` items of each user's sequence (CSR ``items``/``indptr``)."""
+        lengths = np.diff(indptr)  # (U,)
+        position = np.arange(len(items)) - np.repeat(indptr[:-1], lengths)  # (n,) index inside its sequence
+        train = items[position < np.repeat(train_lengths, lengths)]  # (n_train,)
+        train_indptr = np.concatenate([[0], np.cumsum(train_lengths)]).astype(np.int64)  # (U+1,)
+        counts = np.bincount(train, minlength=num_items + 1)  # (N+1,)
+        return cls(torch.from_numpy(counts), torch.from_numpy(train_indptr), torch.from_numpy(train.astype(np.int64)))
+
+    @classmethod
+    def from_counts(cls, item_counts: Tensor) -> TrainingData:
+        """Item counts without per-user interactions (enough for popularity; tests, hand-made counts)."""
+        return cls(item_counts, torch.zeros(1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+
+
+class TrainWindows(Dataset):
+    """Training windows of max_len + 1 item ids, left-padded with 0, and the user row of each window (batch key
+    ``user``, read by encoders with ``uses_users``; without ``users`` batches have no ``user`` key)."""
+
+    def __init__(self, windows: Tensor, users: Tensor | None = None) -> None:
         self.windows = windows  # (W, L+1)
+        self.users = users  # (W,) or None
 
     def __len__(self) -> int:
         return self.windows.shape[0]
 
     def __getitems__(self, index: list[int]) -> dict[str, Tensor]:
-        return {"items": trim_left_padding(self.windows[torch.as_tensor(index)], keep=2)}  # (B, <= L+1)
+        idx = torch.as_tensor(index)
+        batch = {"items": trim_left_padding(self.windows[idx], keep=2)}  # (B, <= L+1)
+        if self.users is not None:
+            batch["user"] = self.users[idx]  # (B,)
+        return batch
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return self.__getitems__([index])
@@ -101,7 +142,8 @@ class LengthBucketBatchSampler(BatchSampler):
 
 
 class EvalSamples(Dataset):
-    """(user, target position) samples: input = the max_len items before the target, history = all of them."""
+    """(user, target position) samples: input = the max_len items before the target, history = all of them,
+    user = the sample's user row."""
 
     def __init__(self, items: Tensor, indptr: Tensor, samples: Tensor, max_len: int) -> None:
         self.items, self.indptr, self.max_len = items, indptr, max_len  # (n,), (U+1,)
@@ -120,7 +162,8 @@ class EvalSamples(Dataset):
         steps = torch.arange(max(int(pos.max()), 1))[None, :]  # (1, P), P = longest history in the batch
         hflat = (start[:, None] + steps).clamp(max=len(self.items) - 1)  # (B, P)
         history = torch.where(steps < pos[:, None], self.items[hflat], 0)  # (B, P) right-padded
-        return {"input": trim_left_padding(inputs), "target": target, "history": history, "index": idx}
+        return {"input": trim_left_padding(inputs), "target": target, "history": history, "index": idx,
+                "user": self.users[idx]}
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return self.__getitems__([index])
@@ -144,10 +187,14 @@ class SequenceDataModule(L.LightningDataModule):
         num_workers: int = 0,
         bucket_by_length: bool = True,
         root: str | None = None,
+        cold_items: float = 0.0,
+        cold_seed: int = 0,
     ) -> None:
         super().__init__()
         if max_len < 2:
             raise RecforgeError(f"dataset.max_len={max_len} must be at least 2.")
+        if not 0 <= cold_items < 1:
+            raise RecforgeError(f"dataset.cold_items={cold_items} must be a fraction in [0, 1).")
         self.name, self.reader, self.split_fn, self.max_len = name, reader, split, max_len
         self.root = root  # the data root the reader's path came from (named in error messages)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
@@ -156,6 +203,10 @@ class SequenceDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.sequences: Sequences | None = None
         self.stats: dict[str, float] = {}
+        # cold-start split (recforge.data.cold): this fraction of the items is held out of training, with its
+        # own seed so every model and training seed sees the same cold set; 0 = off
+        self.cold_fraction, self.cold_seed = cold_items, cold_seed
+        self.cold_items = torch.zeros(0, dtype=torch.bool)  # (N+1,) True = cold item, set by setup()
 
     # ---- building and caching -------------------------------------------------------------------------
     def _cache_key(self) -> str:
@@ -223,19 +274,44 @@ class SequenceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return
-        seqs = self.load_sequences()
+        seqs = self._hold_out_cold(self.load_sequences())
         split = self._split(seqs)
         items = torch.from_numpy(seqs.items)
         indptr = torch.from_numpy(seqs.indptr)
         idx = training_windows(seqs.indptr, split.train_lengths, self.max_len)  # (W, L+1)
         windows = np.where(idx >= 0, seqs.items[np.maximum(idx, 0)], 0)
-        self.train_set = TrainWindows(torch.from_numpy(windows))
+        window_users = np.searchsorted(seqs.indptr, idx[:, -1], side="right") - 1  # (W,) user of each last item
+        self.train_set = TrainWindows(torch.from_numpy(windows), torch.from_numpy(window_users))
         self.val_set = EvalSamples(items, indptr, torch.from_numpy(split.val), self.max_len)
         self.test_set = EvalSamples(items, indptr, torch.from_numpy(split.test), self.max_len)
-        train_mask = np.arange(len(seqs.items)) - np.repeat(seqs.indptr[:-1], seqs.lengths) < np.repeat(split.train_lengths, seqs.lengths)
-        self.item_counts = torch.from_numpy(np.bincount(seqs.items[train_mask], minlength=seqs.num_items + 1))
+        self.training_data = TrainingData.from_sequences(seqs.items, seqs.indptr, split.train_lengths, seqs.num_items)
+        self.item_counts = self.training_data.item_counts  # (N+1,)
         self.stats.update({"train_windows": int(windows.shape[0]), "val_samples": len(self.val_set), "test_samples": len(self.test_set)})
+        if self.cold_fraction > 0:
+            self.stats.update(self._cold_stats(seqs, split))
         log.info("dataset %s: %s", self.name, self.stats)
+
+    def _hold_out_cold(self, seqs: Sequences) -> Sequences:
+        """With ``cold_items`` > 0: the sequences without cold items before each user's last two (leave-one-out
+        targets), and ``self.cold_items`` set; otherwise ``seqs`` itself (all items warm)."""
+        self.cold_items = torch.from_numpy(choose_cold_items(seqs.num_items, self.cold_fraction, self.cold_seed))
+        if self.cold_fraction == 0:
+            return seqs
+        if not isinstance(self.split_fn, LeaveOneOut):
+            raise RecforgeError(
+                f"dataset.cold_items={self.cold_fraction} needs dataset/split=leave_one_out (cold items are held out "
+                f"as validation and test targets only), not {type(self.split_fn).__name__}."
+            )
+        return hold_out_items(seqs, self.cold_items.numpy(), keep_last=2)
+
+    def _cold_stats(self, seqs: Sequences, split: Split) -> dict[str, int]:
+        """Cold items, interactions removed from training, and warm/cold target counts of validation and test."""
+        stats = {"cold_items": int(self.cold_items.sum()),
+                 "cold_interactions_removed": int(self.stats["interactions"]) - len(seqs.items)}
+        for stage, samples in (("val", split.val), ("test", split.test)):
+            warm, cold = cold_target_counts(seqs.items, seqs.indptr, samples, self.cold_items.numpy())
+            stats.update({f"{stage}_warm_samples": warm, f"{stage}_cold_samples": cold})
+        return stats
 
     def _split(self, seqs: Sequences) -> Split:
         """The configured split; a split that leaves nothing to validate or test names the dataset."""
@@ -251,6 +327,11 @@ class SequenceDataModule(L.LightningDataModule):
                 "no user has enough interactions for a training, a validation and a test part."
             )
         return split
+
+    @property
+    def num_users(self) -> int:
+        """User rows of the sequences (the ``user`` of every batch is one of 0 .. num_users - 1)."""
+        return self.load_sequences().num_users
 
     @property
     def num_items(self) -> int:

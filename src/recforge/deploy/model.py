@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -166,6 +166,7 @@ def load_model(path: str | Path, ids: IdsPolicy = "try", data_root: str | Path |
     """
     run_dir, checkpoint = resolve_checkpoint(path)
     cfg: DictConfig = OmegaConf.load(run_dir / "config.yaml")  # type: ignore[assignment]
+    refuse_user_models(run_dir, cfg)
     item_ids, problem = read_item_ids(run_dir), None
     num_items = run_num_items(run_dir, item_ids)
     if item_ids is None and ids != "file":
@@ -181,6 +182,21 @@ def load_model(path: str | Path, ids: IdsPolicy = "try", data_root: str | Path |
     return DeployedModel(run_dir=run_dir, checkpoint=checkpoint, scorer=scorer, num_items=num_items,
                          max_len=int(cfg.dataset.max_len), dataset=str(cfg.dataset.get("name", "")),
                          item_ids=item_ids, item_ids_problem=problem)
+
+
+def refuse_user_models(run_dir: Path, cfg: DictConfig) -> None:
+    """Deployed models score item histories: a run whose encoder scores a learned vector per training user
+    (``uses_users``, encoder=mf) cannot be exported, recommended from or served, and is named before its
+    checkpoint is loaded."""
+    target = OmegaConf.select(cfg, "encoder._target_")
+    try:
+        encoder = get_class(target) if isinstance(target, str) else None
+    except Exception:  # noqa: BLE001 - an unknown class is reported when the model is built
+        return
+    if getattr(encoder, "uses_users", False):
+        raise RecforgeError(f"run {run_dir} uses encoder=mf ({target}), which scores the learned vector of a "
+                            "training user, but recforge-export, recforge-recommend and recforge-serve score item "
+                            "histories; deploy a sequence model (e.g. encoder=sasrec) instead.")
 
 
 def checked_ids(item_ids: ItemIds, num_items: int) -> ItemIds:

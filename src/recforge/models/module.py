@@ -5,11 +5,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from recforge.data.cold import text_neighbour_rows
 from recforge.errors import TrainingDiverged
 from recforge.evaluation.ranking import (
     RankAccumulator,
@@ -17,8 +17,17 @@ from recforge.evaluation.ranking import (
     rank_targets,
 )
 from recforge.models.decoders import score_columns
+from recforge.models.embedders import HybridEmbedding
 from recforge.models.encoders.base import FitsData, SequenceEncoder
-from recforge.rng import rng_states, set_rng_states
+from recforge.models.samplers import ExcludesItems
+from recforge.models.task_module import TaskModule
+
+SLICES = ("warm", "cold")
+
+
+def target_slices(cold: Tensor) -> dict[str, Tensor]:
+    """Rows of a batch per target slice: {"warm": ~cold, "cold": cold}; ``cold`` (B,) bool."""
+    return {"warm": ~cold, "cold": cold}
 
 
 def has_nan(scores: Tensor) -> Tensor:
@@ -27,11 +36,39 @@ def has_nan(scores: Tensor) -> Tensor:
     return torch.isnan(scores.amax())
 
 
-class NextItemModule(L.LightningModule):
+class WithoutItems:
+    """A decoder whose full scores put the ``excluded`` item ids at -inf: cold items are no candidates of a
+    full-softmax training loss (their softmax probability, hence every gradient through them, is 0)."""
+
+    def __init__(self, decoder: nn.Module, excluded: Tensor) -> None:
+        self.decoder = decoder
+        self.bias = torch.zeros(excluded.shape, device=excluded.device).masked_fill(excluded, float("-inf"))  # (N+1,)
+
+    @property
+    def num_items(self) -> int:
+        return self.decoder.num_items
+
+    def __call__(self, hidden: Tensor) -> Tensor:
+        """hidden: (M, H) -> (M, N+1) scores, excluded ids at -inf."""
+        scores = self.decoder(hidden)  # (M, N+1)
+        return scores + self.bias.to(scores.device, scores.dtype)
+
+    def score_items(self, hidden: Tensor, items: Tensor) -> Tensor:
+        """Scores of chosen items (M, K); a sampled loss's sampler never draws excluded ids."""
+        return self.decoder.score_items(hidden, items)
+
+
+class NextItemModule(TaskModule):
     """Loss at every position of each training window; full ranking for validation and test.
 
     ``item_chunk_size``: None scores all items of an evaluation batch at once (memory O(B x N)); an integer
     ranks targets over that many item columns at a time (memory O(B x chunk)) with the same ranks.
+
+    Cold-start split (the datamodule's ``cold_items`` mask, ``dataset.cold_items`` > 0): cold items are excluded
+    from the training loss (logits at -inf, never drawn as negatives), and validation and test also log every
+    metric over the samples whose target is warm (``val/warm/ndcg@10``) and cold (``val/cold/ndcg@10``).
+    ``cold_id_neighbours`` = k > 0 gives cold items of id + text (hybrid) embedders, before every evaluation, the
+    mean id row of their k most text-similar warm items in place of their never-trained random row (0: keep it).
     """
 
     def __init__(
@@ -44,37 +81,46 @@ class NextItemModule(L.LightningModule):
         ks: tuple[int, ...] = (5, 10, 20),
         mask_history: bool = True,
         item_chunk_size: int | None = None,
+        cold_id_neighbours: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         self.encoder, self.decoder, self.loss = encoder, decoder, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.mask_history, self.item_chunk_size = mask_history, item_chunk_size
+        self.cold_id_neighbours = cold_id_neighbours
         self.val_ranks, self.test_ranks = RankAccumulator(list(ks)), RankAccumulator(list(ks))
+        # per target slice (cold-start split): one accumulator each, fed with that slice of every batch
+        self.val_slices = nn.ModuleDict({name: RankAccumulator(list(ks)) for name in SLICES})
+        self.test_slices = nn.ModuleDict({name: RankAccumulator(list(ks)) for name in SLICES})
+        self.cold_items: Tensor | None = None  # (N+1,) bool, set by setup() when the data has cold items
         self._loss_sum, self._loss_count = torch.zeros(()), torch.zeros((), dtype=torch.long)  # this epoch's
-        self.val_history: list[tuple[int, dict[str, float]]] = []  # (epoch, float64 metrics) per validation
-        self.test_metrics: dict[str, float] = {}
-        self.evaluated_samples: dict[str, int] = {}  # unique samples behind the last val/test metrics
-        self.loaded_epoch: int | None = None
-
-    @property
-    def trainable(self) -> bool:
-        return any(p.requires_grad for p in self.parameters())
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
-        if datamodule is None:  # testing on bare dataloaders: counts come from the loaded state
+        if datamodule is None:  # testing on bare dataloaders: data-fitted state comes from the loaded state
             return
-        counts = datamodule.item_counts
+        self.fit_parts(datamodule)
+
+    def fit_parts(self, datamodule: Any) -> None:
+        """State that comes from the training data rather than from gradients: data-fitted parts (popularity
+        counts, ItemKNN similarities) and the cold-start split's excluded items. Lightning calls it through
+        ``setup``; code that scores without a trainer (recforge-fuse) calls it directly."""
         for part in self.modules():
             if isinstance(part, FitsData):
-                part.fit_data(counts)
+                part.fit_data(datamodule.training_data)
+        cold = getattr(datamodule, "cold_items", None)
+        self.cold_items = cold if cold is not None and bool(cold.any()) else None
+        if self.cold_items is not None:
+            for sampler in (getattr(part, "sampler", None) for part in self.loss.modules()):
+                if isinstance(sampler, ExcludesItems):
+                    sampler.exclude_items(self.cold_items)
 
     # ---- training -------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         inputs, targets = self.encoder.training_pairs(batch["items"])  # (B, L), (B, L)
-        hidden = self.encoder(inputs)  # (B, L, H)
+        hidden = self.encode(inputs, batch.get("user"))  # (B, L, H)
         valid = targets > 0  # (B, L)
-        loss = self.loss(hidden[valid], targets[valid], self.decoder)  # hidden[valid]: (M, H)
+        decoder = self.decoder if self.cold_items is None else WithoutItems(self.decoder, self.cold_items)
+        loss = self.loss(hidden[valid], targets[valid], decoder)  # hidden[valid]: (M, H)
         # train/loss is logged once per epoch (on_train_epoch_end) from sums kept on the device: no host sync for
         # a batch size and no logging call per step
         count = valid.sum()  # M, a tensor
@@ -92,6 +138,7 @@ class NextItemModule(L.LightningModule):
                      batch_size=1)
 
     def on_validation_epoch_start(self) -> None:
+        self._impute_cold_ids()
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:  # a diverged loss is named first
             self._check_loss()
 
@@ -103,25 +150,34 @@ class NextItemModule(L.LightningModule):
             )
 
     # ---- evaluation -----------------------------------------------------------------------------------
-    def hidden_state(self, recent: Tensor) -> Tensor:
-        """The state that predicts the next item after ``recent`` (B, L) -> (B, H)."""
-        return self.encoder(self.encoder.inference_input(recent))[:, -1]  # (B, H)
+    def encode(self, inputs: Tensor, users: Tensor | None = None) -> Tensor:
+        """The encoder's hidden states (B, T, H); ``users`` (B,) reaches only an encoder with ``uses_users``."""
+        if getattr(self.encoder, "uses_users", False):
+            return self.encoder(inputs, users=users)
+        return self.encoder(inputs)
 
-    def score(self, recent: Tensor) -> Tensor:
+    def hidden_state(self, recent: Tensor, users: Tensor | None = None) -> Tensor:
+        """The state that predicts the next item after ``recent`` (B, L) (of users (B,), for encoders that read
+        them) -> (B, H)."""
+        return self.encode(self.encoder.inference_input(recent), users)[:, -1]  # (B, H)
+
+    def score(self, recent: Tensor, users: Tensor | None = None) -> Tensor:
         """Scores over all item ids for the next item after ``recent`` (B, L) -> (B, N+1), float32."""
-        return self.decoder(self.hidden_state(recent)).float()
+        return self.decoder(self.hidden_state(recent, users)).float()
 
     def _rank(self, batch: dict[str, Tensor]) -> Tensor:
         history = batch["history"] if self.mask_history else None
+        users = batch.get("user")
         if self.item_chunk_size is not None:
-            return self._rank_chunked(batch["input"], batch["target"], history, self.item_chunk_size)
-        scores = self.score(batch["input"])  # (B, N+1)
+            return self._rank_chunked(batch["input"], batch["target"], history, self.item_chunk_size, users)
+        scores = self.score(batch["input"], users)  # (B, N+1)
         self._check_scores(has_nan(scores))
         return rank_targets(scores, batch["target"], history)  # (B,)
 
-    def _rank_chunked(self, recent: Tensor, targets: Tensor, history: Tensor | None, chunk: int) -> Tensor:
+    def _rank_chunked(self, recent: Tensor, targets: Tensor, history: Tensor | None, chunk: int,
+                      users: Tensor | None = None) -> Tensor:
         """Ranks of ``targets`` scoring ``chunk`` item columns at a time; the target's score is computed once."""
-        hidden = self.hidden_state(recent)  # (B, H)
+        hidden = self.hidden_state(recent, users)  # (B, H)
         target_scores = self.decoder.score_items(hidden, targets.unsqueeze(1))[:, 0]  # (B,)
         nan_chunks: list[Tensor] = []
 
@@ -141,44 +197,60 @@ class NextItemModule(L.LightningModule):
             )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.val_ranks.update(batch["index"], self._rank(batch))
+        self._update(batch, self.val_ranks, self.val_slices)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.test_ranks.update(batch["index"], self._rank(batch))
+        self._update(batch, self.test_ranks, self.test_slices)
+
+    def _update(self, batch: dict[str, Tensor], ranks_acc: RankAccumulator, slices: nn.ModuleDict) -> None:
+        """Ranks of the batch into the overall accumulator and, with cold items, into the warm/cold ones."""
+        ranks = self._rank(batch)  # (B,)
+        ranks_acc.update(batch["index"], ranks)
+        if self.cold_items is not None:
+            cold = self.cold_items.to(ranks.device)[batch["target"]]  # (B,) bool
+            for name, rows in target_slices(cold).items():
+                slices[name].update(batch["index"][rows], ranks[rows])
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self._log_ranks("val", self.val_ranks)
+        metrics = self._log_ranks("val", self.val_ranks, self.val_slices)
         if not self.trainer.sanity_checking:
             self.val_history.append((self.current_epoch, metrics))
 
-    def on_test_epoch_end(self) -> None:
-        self.test_metrics = self._log_ranks("test", self.test_ranks)
+    def on_test_epoch_start(self) -> None:
+        self._impute_cold_ids()
 
-    def _log_ranks(self, stage: str, acc: RankAccumulator) -> dict[str, float]:
+    def _impute_cold_ids(self) -> None:
+        """``cold_id_neighbours`` = k > 0: the never-trained id rows of cold items in id + text embedders become
+        the mean id row of their k most text-similar warm items (recforge.data.cold.text_neighbour_rows).
+        Training never reads these rows (cold items are in no window and their logits are -inf), so they are
+        simply refreshed before every evaluation from the current warm rows."""
+        if self.cold_items is None or self.cold_id_neighbours < 1:
+            return
+        for part in self.modules():
+            if isinstance(part, HybridEmbedding):
+                weight = part.ids.table.weight  # (N+2, H)
+                cold = self.cold_items.to(weight.device)  # (N+1,)
+                with torch.no_grad():
+                    rows = text_neighbour_rows(weight[: len(cold)], part.text.table[: len(cold)], cold,
+                                               self.cold_id_neighbours)  # (C, H)
+                    weight[: len(cold)][cold] = rows.to(weight.dtype)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_metrics = self._log_ranks("test", self.test_ranks, self.test_slices)
+
+    def _log_ranks(self, stage: str, acc: RankAccumulator, slices: nn.ModuleDict) -> dict[str, float]:
         metrics = acc.compute()  # float64, over unique samples of every process
         self.evaluated_samples[stage] = acc.num_samples
         acc.reset()
+        if self.cold_items is not None:  # e.g. val/warm/hr@10, val/cold/ndcg@10 over that slice's samples
+            for name, slice_acc in slices.items():
+                values = slice_acc.compute()  # over this slice's unique samples of every process
+                self.evaluated_samples[f"{stage}/{name}"] = slice_acc.num_samples
+                slice_acc.reset()
+                if self.evaluated_samples[f"{stage}/{name}"]:  # an empty slice has no metrics (not NaN)
+                    metrics.update({f"{name}/{k}": v for k, v in values.items()})
         # every process already holds the same values (the accumulator gathered all ranks); reducing them by
         # max keeps them exact and tells Lightning they are synced (no per-metric warning under DDP)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, prog_bar=False, sync_dist=True,
                       reduce_fx="max")
         return metrics
-
-    # ---- checkpoint extras: the validation history survives a resume --------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["val_history"] = [[epoch, metrics] for epoch, metrics in self.val_history]
-        checkpoint["rng_states"] = rng_states()  # an exact resume draws what the uninterrupted run would
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.val_history = [(int(epoch), dict(metrics)) for epoch, metrics in checkpoint.get("val_history", [])]
-        self.loaded_epoch = int(checkpoint["epoch"])  # the epoch whose weights are now in the model
-        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
-            set_rng_states(checkpoint["rng_states"])
-
-    # ---- optimisation ---------------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

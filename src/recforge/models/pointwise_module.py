@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -17,7 +16,7 @@ from torchmetrics import Metric
 
 from recforge.errors import TrainingDiverged
 from recforge.models.encoders.base import SequenceEncoder
-from recforge.rng import rng_states, set_rng_states
+from recforge.models.task_module import TaskModule
 
 
 class TaskMetrics(Protocol):
@@ -56,24 +55,15 @@ def _cat(state: list[Tensor] | Tensor) -> Tensor:
     return state if isinstance(state, Tensor) else (torch.cat(state) if state else torch.empty(0))
 
 
-class PointwiseModule(L.LightningModule):
+class PointwiseModule(TaskModule):
     """Intent or value prediction; ``decoder`` is a head (state, users, items) -> (B,)."""
 
     def __init__(self, encoder: SequenceEncoder, decoder: nn.Module, loss: nn.Module, metrics: TaskMetrics,
                  optimizer: Callable[..., Optimizer], scheduler: Callable[..., Any] | None = None) -> None:
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         self.encoder, self.decoder, self.loss, self.metrics = encoder, decoder, loss, metrics
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_acc, self.test_acc = OutputAccumulator(), OutputAccumulator()
-        self.val_history: list[tuple[int, dict[str, float]]] = []
-        self.test_metrics: dict[str, float] = {}
-        self.evaluated_samples: dict[str, int] = {}
-        self.loaded_epoch: int | None = None
         self._loss_sum = torch.zeros(())
-
-    @property
-    def trainable(self) -> bool:
-        return any(p.requires_grad for p in self.parameters())
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
@@ -83,7 +73,7 @@ class PointwiseModule(L.LightningModule):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Raw outputs (rating or logit) for a batch. (B,)"""
         history = self.encoder.inference_input(batch["history"])  # (B, L)
-        state = self.encoder(history)[:, -1]  # (B, H)
+        state = self.encoder.final_state(history)  # (B, H)
         return self.decoder(state, batch["user"], batch["item"])  # (B,)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -123,20 +113,3 @@ class PointwiseModule(L.LightningModule):
         metrics = self.metrics(outputs, labels)
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=True, reduce_fx="max")
         return metrics
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["val_history"] = [[epoch, metrics] for epoch, metrics in self.val_history]
-        checkpoint["rng_states"] = rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.val_history = [(int(epoch), dict(metrics)) for epoch, metrics in checkpoint.get("val_history", [])]
-        self.loaded_epoch = int(checkpoint["epoch"])
-        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
-            set_rng_states(checkpoint["rng_states"])
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -26,6 +26,7 @@ from __future__ import annotations
 import urllib.request  # noqa: F401  (kept: readers.urllib.request.urlopen is patched in tests)
 
 from recforge.data.readers._parsing import COLUMNS, check_files
+from recforge.data.readers.clothing import ClothingReviews
 from recforge.data.readers.download import MOVIELENS_SHA256, download_movielens
 from recforge.data.readers.movielens import (
     ML100K_GENRES,
@@ -38,6 +39,7 @@ from recforge.data.readers.table import InteractionTable
 
 __all__ = [
     "COLUMNS",
+    "ClothingReviews",
     "ML100K_GENRES",
     "MOVIELENS_SHA256",
     "InteractionTable",

@@ -1,10 +1,15 @@
 """The sequence-encoder role and the transformer stack SASRec and BERT4Rec share."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from recforge.models.embedders import IdEmbedding
+
+if TYPE_CHECKING:
+    from recforge.data.datamodule import TrainingData
 
 
 class SequenceEncoder(nn.Module):
@@ -13,9 +18,13 @@ class SequenceEncoder(nn.Module):
     ``training_pairs`` turns a window of max_len + 1 items into (inputs, targets) with a target at every
     position (0 = no target); ``inference_input`` turns the most recent items into the input whose last
     position predicts the next item. The defaults are next-item shifts (causal models).
+
+    ``uses_users``: an encoder that also reads the user row of each sample (matrix factorisation) sets it to True
+    and takes ``forward(items, users)``; the module passes ``users`` (B,) to such encoders only.
     """
 
     item_embedder: IdEmbedding
+    uses_users: bool = False
 
     def training_pairs(self, window: Tensor) -> tuple[Tensor, Tensor]:
         """window: (B, L+1) -> inputs (B, L), targets (B, L)."""
@@ -26,12 +35,18 @@ class SequenceEncoder(nn.Module):
         """recent: (B, L) most recent items, left-padded -> (B, L)."""
         return recent
 
+    def final_state(self, items: Tensor) -> Tensor:
+        """The state after the last position only: items (B, T) -> (B, H). An encoder that can skip the other
+        positions overrides it (the pooled encoders do)."""
+        return self(items)[:, -1]
+
 
 class FitsData:
-    """Role: a part whose state comes from training-data statistics rather than from gradients."""
+    """Role: a part whose state comes from the training data rather than from gradients (popularity, ItemKNN).
+    ``NextItemModule.setup`` calls ``fit_data`` with the datamodule's ``training_data``."""
 
-    def fit_data(self, item_counts: Tensor) -> None:
-        """item_counts: (N+1,) training interactions per item id."""
+    def fit_data(self, data: TrainingData) -> None:
+        """data: the training interactions (item counts and each user's training items)."""
         raise NotImplementedError
 
 

@@ -14,21 +14,27 @@ from torch import Tensor, nn
 from recforge.models.encoders.base import SequenceEncoder
 
 
-def causal_mean(vectors: Tensor, valid: Tensor) -> Tensor:
-    """Mean over the valid positions up to each t. vectors: (B, T, H), valid: (B, T) -> (B, T, H);
+def causal_mean(vectors: Tensor, valid: Tensor, length_power: float = 1.0) -> Tensor:
+    """Sum over the valid positions up to each t divided by (their count) ** length_power: 1 is the mean, 0.5 the
+    |N(u)|^-1/2 scaling of SVD++'s implicit-feedback term. vectors: (B, T, H), valid: (B, T) -> (B, T, H);
     zero where no position up to t is valid."""
     weights = valid.unsqueeze(-1).to(vectors.dtype)  # (B, T, 1)
     sums = torch.cumsum(vectors * weights, dim=1)  # (B, T, H)
     counts = torch.cumsum(weights, dim=1).clamp(min=1)  # (B, T, 1)
-    return sums / counts
+    return sums / (counts if length_power == 1.0 else counts ** length_power)
 
 
 class ContentEncoder(SequenceEncoder):
-    """Hidden state at t = mean item embedding of the items up to t (padding ignored), optionally projected."""
+    """Hidden state at t = mean item embedding of the items up to t (padding ignored), optionally projected.
 
-    def __init__(self, item_embedder: nn.Module, projection: bool = False) -> None:
+    ``length_power`` < 1 divides the sum by count ** length_power instead of the count: with 0.5 and id item
+    embeddings the state is SVD++'s implicit-feedback term (Koren, KDD 2008) for the value and intent tasks."""
+
+    def __init__(self, item_embedder: nn.Module, projection: bool = False, length_power: float = 1.0) -> None:
         super().__init__()
-        self.item_embedder = item_embedder
+        if not 0.0 <= length_power <= 1.0:
+            raise ValueError(f"encoder.length_power={length_power} must be in [0, 1]")
+        self.item_embedder, self.length_power = item_embedder, length_power
         hidden = item_embedder.hidden_size
         self.projection: nn.Linear | None = None
         if projection:
@@ -39,5 +45,13 @@ class ContentEncoder(SequenceEncoder):
 
     def forward(self, items: Tensor) -> Tensor:
         """items: (B, T) left-padded ids -> (B, T, H)."""
-        profile = causal_mean(self.item_embedder(items), items > 0)  # (B, T, H)
+        profile = causal_mean(self.item_embedder(items), items > 0, self.length_power)  # (B, T, H)
+        return profile if self.projection is None else self.projection(profile)
+
+    def final_state(self, items: Tensor) -> Tensor:
+        """``forward(items)[:, -1]`` without the other positions' prefix sums. items: (B, T) -> (B, H)."""
+        valid = (items > 0).unsqueeze(-1)  # (B, T, 1)
+        total = (self.item_embedder(items) * valid).sum(dim=1)  # (B, H)
+        count = valid.sum(dim=1).clamp(min=1).to(total.dtype)  # (B, 1)
+        profile = total / (count if self.length_power == 1.0 else count ** self.length_power)  # (B, H)
         return profile if self.projection is None else self.projection(profile)

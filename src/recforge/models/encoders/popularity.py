@@ -1,11 +1,16 @@
 """Popularity baseline: every user gets items ranked by their training interaction count. No training."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from recforge.models.embedders import IdEmbedding
 from recforge.models.encoders.base import FitsData, SequenceEncoder
+
+if TYPE_CHECKING:
+    from recforge.data.datamodule import TrainingData
 
 
 class ConstantEncoder(SequenceEncoder):
@@ -27,8 +32,8 @@ class PopularityScores(nn.Module, FitsData):
         self.num_items = item_embedder.num_items
         self.register_buffer("counts", torch.zeros(self.num_items + 1))
 
-    def fit_data(self, item_counts: Tensor) -> None:
-        self.counts = item_counts.to(self.counts)
+    def fit_data(self, data: TrainingData) -> None:
+        self.counts = data.item_counts.to(self.counts)  # (N+1,)
 
     def forward(self, hidden: Tensor) -> Tensor:
         """hidden: (M, 1) -> (M, N+1): counts, padding at -inf."""
