@@ -158,11 +158,7 @@ def test_text_options_train_on_tiny_data(option, compose, tmp_path):
     assert torch.equal(state["encoder.item_embedder.text.table"], table_before)
     fresh = build_module(cfg, datamodule.num_items)
     fresh.load_state_dict(state)
-    batch = datamodule.test_set.__getitems__(list(range(8)))
-    module.eval()
-    fresh.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(fresh.score(batch["input"]), module.score(batch["input"]))
+    assert_same_scores(fresh, module, datamodule)
 
 
 def test_content_baseline_needs_no_training(compose):
@@ -199,6 +195,11 @@ def test_lora_fine_tuning_trains_adapters_and_refreshes_the_table(compose, tmp_p
     assert ckpt.stat().st_size < 5_000_000
     fresh = build_module(cfg, datamodule.num_items)  # no attach: the checkpoint alone
     fresh.load_state_dict(state)
+    assert_same_scores(fresh, module, datamodule)
+
+
+def assert_same_scores(fresh, module, datamodule) -> None:
+    """A model rebuilt from a checkpoint scores the first 8 test samples as the trained one does."""
     batch = datamodule.test_set.__getitems__(list(range(8)))
     module.eval()
     fresh.eval()

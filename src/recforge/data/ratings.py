@@ -40,6 +40,12 @@ def _carve_validation(train: np.ndarray, val_fraction: float, rng: np.random.Gen
     return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
 
 
+def split_stats(split: SampleSplit, mean_train_label: float) -> dict[str, float]:
+    """Samples per part and the mean training label (a value head starts its bias there), for dataset stats."""
+    return {"train_samples": len(split.train), "val_samples": len(split.val), "test_samples": len(split.test),
+            "mean_train_label": mean_train_label}
+
+
 class RandomKFold:
     """Surprise's protocol: shuffle all ratings once (``seed``), cut them into ``num_folds`` equal folds; fold
     ``fold`` is the test set, the others train. ``val_fraction`` of the training rows validate (early stopping)."""
@@ -162,8 +168,7 @@ class RatingDataModule(L.LightningDataModule):
                                                 torch.as_tensor(items[rows], dtype=torch.long),
                                                 torch.as_tensor(labels[rows]), hist, indptr, self.max_len)
         self.stats = {"users": self.num_users, "items": self.num_items, "ratings": len(df),
-                      "train_samples": len(split.train), "val_samples": len(split.val),
-                      "test_samples": len(split.test), "mean_train_label": float(labels[split.train].mean())}
+                      **split_stats(split, float(labels[split.train].mean()))}
         log.info("dataset %s: %s", self.name, self.stats)
 
     def setup(self, stage: str | None = None) -> None:

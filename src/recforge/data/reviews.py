@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from recforge.data.datamodule import LengthBucketBatchSampler, _identity
-from recforge.data.ratings import RandomHoldout, SampleSplit
+from recforge.data.ratings import RandomHoldout, SampleSplit, split_stats
 from recforge.errors import RecforgeError
 
 log = logging.getLogger(__name__)
@@ -118,9 +118,7 @@ class ReviewDataModule(L.LightningDataModule):
         self.labels = torch.as_tensor(df[self.label_column].to_numpy(np.float32))  # (N,)
         self.split = self.split_fn(len(self.texts))
         train = self.labels[torch.as_tensor(self.split.train)]
-        self.stats = {"texts": len(self.texts), "label_column": self.label_column,
-                      "train_samples": len(self.split.train), "val_samples": len(self.split.val),
-                      "test_samples": len(self.split.test), "mean_train_label": float(train.double().mean())}
+        self.stats = {"texts": len(self.texts), "label_column": self.label_column, **split_stats(self.split, float(train.double().mean()))}
         log.info("dataset %s: %s", self.name, self.stats)
 
     def setup(self, stage: str | None = None) -> None:
