@@ -126,7 +126,24 @@ class PointwiseSamples(Dataset):
         return self.__getitems__([index])
 
 
-class RatingDataModule(L.LightningDataModule):
+class LabelledDataModule(L.LightningDataModule):
+    """Samples with a label (a rating, a yes/no, a review's score): everything is built once in ``prepare()``,
+    whose ``stats`` include the mean training label (a value or intent head starts its bias from it)."""
+
+    stats: dict[str, float]
+
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    @property
+    def train_mean(self) -> float:
+        return self.stats["mean_train_label"]
+
+
+class RatingDataModule(LabelledDataModule):
     """Rated interactions as pointwise samples. ``threshold`` None: the label is the rating (value task);
     a number: the label is 1 when rating >= threshold, else 0 (intent task)."""
 
@@ -170,13 +187,6 @@ class RatingDataModule(L.LightningDataModule):
         self.stats = {"users": self.num_users, "items": self.num_items, "ratings": len(df),
                       **split_stats(split, float(labels[split.train].mean()))}
         log.info("dataset %s: %s", self.name, self.stats)
-
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare()
-
-    @property
-    def train_mean(self) -> float:
-        return self.stats["mean_train_label"]
 
     def _loader(self, part: str, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(self.parts[part], batch_size=batch_size, shuffle=shuffle, collate_fn=_identity,

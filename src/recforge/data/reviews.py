@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
@@ -25,7 +24,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from recforge.data.datamodule import LengthBucketBatchSampler, _identity
-from recforge.data.ratings import RandomHoldout, SampleSplit, split_stats
+from recforge.data.ratings import (
+    LabelledDataModule,
+    RandomHoldout,
+    SampleSplit,
+    split_stats,
+)
 from recforge.errors import RecforgeError
 
 log = logging.getLogger(__name__)
@@ -86,7 +90,7 @@ class ReviewSamples(Dataset):
         return self.__getitems__([index])
 
 
-class ReviewDataModule(L.LightningDataModule):
+class ReviewDataModule(LabelledDataModule):
     """Review texts with the label ``label_column`` (e.g. ``Rating`` for value, ``Recommended IND`` for intent)."""
 
     def __init__(self, name: str, reader: ReviewReader, label_column: str, split: RandomHoldout | None = None,
@@ -118,15 +122,9 @@ class ReviewDataModule(L.LightningDataModule):
         self.labels = torch.as_tensor(df[self.label_column].to_numpy(np.float32))  # (N,)
         self.split = self.split_fn(len(self.texts))
         train = self.labels[torch.as_tensor(self.split.train)]
-        self.stats = {"texts": len(self.texts), "label_column": self.label_column, **split_stats(self.split, float(train.double().mean()))}
+        self.stats = {"texts": len(self.texts), "label_column": self.label_column,
+                      **split_stats(self.split, float(train.double().mean()))}
         log.info("dataset %s: %s", self.name, self.stats)
-
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare()
-
-    @property
-    def train_mean(self) -> float:
-        return self.stats["mean_train_label"]
 
     def use_tokenizer(self, tokenizer: Any) -> None:
         """Batches carry token ids from now on (a Hugging Face tokenizer; texts are tokenized on first use)."""
