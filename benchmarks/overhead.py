@@ -251,7 +251,7 @@ def bare_eval(encoder: nn.Module, decoder: nn.Module, loader: Any, ks: list[int]
     """Full ranking of every validation sample with recforge's pure ranking functions."""
     ranks = []
     for batch in loader:
-        hidden = encoder(encoder.inference_input(batch["input"]))[:, -1]  # (B, H)
+        hidden = encoder.final_state(encoder.inference_input(batch["input"]))  # (B, H), as recforge evaluates
         scores = decoder(hidden).float()  # (B, N+1)
         ranks.append(rank_targets(scores, batch["target"], batch["history"] if mask_history else None))  # (B,)
     return ranking_metrics(torch.cat(ranks), ks)

@@ -131,10 +131,11 @@ def test_dataloaders_yield_the_same_dicts():
     dm = make_dm(batch_size=8, eval_batch_size=1)
     dm.setup("fit")
     batches = list(dm.val_dataloader())
-    assert [b["index"].tolist() for b in batches] == [[0], [1]]
-    assert [b["target"].tolist() for b in batches] == [[6], [8]]
-    assert batches[1]["history"].tolist() == [[3]]  # width is the batch's own longest history
-    assert left_pad(batches[1]["input"], 3).tolist() == [[0, 0, 3]]
+    # shortest history first: sample 1 (one earlier item) before sample 0 (five)
+    assert [b["index"].tolist() for b in batches] == [[1], [0]]
+    assert [b["target"].tolist() for b in batches] == [[8], [6]]
+    assert batches[0]["history"].tolist() == [[3]]  # width is the batch's own longest history
+    assert left_pad(batches[0]["input"], 3).tolist() == [[0, 0, 3]]
     train = list(dm.train_dataloader())
     assert len(train) == 1 and sorted(left_pad(train[0]["items"], 4).tolist()) == [[0, 0, 1, 2], [2, 3, 4, 5]]
 
@@ -343,6 +344,33 @@ def test_length_bucket_sampler_order_changes_between_epochs():
     torch.manual_seed(1)
     sampler = LengthBucketBatchSampler(RandomSampler(range(200)), 16, False, torch.randint(1, 9, (200,)), 5)
     assert list(sampler) != list(sampler)
+
+
+def test_length_sorted_sampler_is_a_stable_sort_every_epoch():
+    from recforge.data.datamodule import LengthSortedSampler
+
+    sampler = LengthSortedSampler(torch.tensor([5, 1, 4, 1, 3, 9, 2]))
+    # lengths 1 (indices 1, 3 in index order), 2 (6), 3 (4), 4 (2), 5 (0), 9 (5)
+    assert len(sampler) == 7
+    assert list(sampler) == [1, 3, 6, 4, 2, 0, 5]
+    assert list(sampler) == [1, 3, 6, 4, 2, 0, 5]
+
+
+@pytest.mark.parametrize("bucket", [True, False])
+def test_eval_loader_covers_every_sample_once_and_sorts_by_history_with_buckets(tmp_path, bucket):
+    dm = make_dm(tmp_path, bucket_by_length=bucket, eval_batch_size=2)
+    dm.setup("fit")
+    for loader, samples in ((dm.val_dataloader(), dm.val_set), (dm.test_dataloader(), dm.test_set)):
+        batches = list(loader)
+        index = torch.cat([b["index"] for b in batches])  # (S,)
+        assert sorted(index.tolist()) == list(range(len(samples)))  # every sample exactly once
+        history = torch.cat([samples.positions[b["index"]] for b in batches])  # (S,)
+        if bucket:  # shortest history first, and each batch trimmed to its own longest input
+            assert history.tolist() == sorted(history.tolist())
+        else:
+            assert index.tolist() == list(range(len(samples)))  # sample order
+        for b in batches:
+            assert b["input"].shape[1] == max(1, int((b["input"] > 0).sum(dim=1).max()))
 
 
 def _damage_arrays(reference, change: str) -> dict:

@@ -265,6 +265,26 @@ def test_sasrec_trimmed_padding_gives_the_same_states():
     torch.testing.assert_close(trimmed, full[:, 2:])
 
 
+@pytest.mark.parametrize("model", ["sasrec", "bert4rec"])
+@pytest.mark.parametrize("num_layers", [1, 3])
+@pytest.mark.parametrize("activation", ["gelu", "relu"])
+def test_transformer_final_state_is_the_last_position_of_forward(model, num_layers, activation):
+    # evaluation computes the last layer for the last query only; it must equal the full forward's last row
+    torch.manual_seed(0)
+    cls = SASRec if model == "sasrec" else BERT4Rec
+    enc = cls(IdEmbedding(20, 16), max_len=6, num_layers=num_layers, num_heads=2, dropout=0.3,
+              activation=activation).eval()
+    items = torch.tensor([[0, 0, 3, 5, 7, 9], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 8]])  # (3, 6)
+    with torch.no_grad():
+        full = enc(items)[:, -1]  # (3, 16)
+        last = enc.final_state(items)  # (3, 16)
+        trimmed = enc.final_state(items[1:2])  # one full row: no padding at all
+    assert last.shape == (3, 16)
+    torch.testing.assert_close(last, full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(trimmed[0], full[1], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(last[0], last[1])  # different histories, different states
+
+
 def test_default_training_pairs_shift_and_mask_padding():
     enc = make_sasrec()
     inputs, targets = enc.training_pairs(torch.tensor([[0, 0, 1, 2], [3, 4, 5, 6]]))

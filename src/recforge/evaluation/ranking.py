@@ -102,7 +102,7 @@ def chunked_target_ranks(score_columns: ScoreColumns, target_scores: Tensor, tar
         chunk = score_columns(start, min(start + chunk_size, num_columns))  # (B, C)
         target = target_scores.to(chunk.dtype).float().unsqueeze(1)  # (B, 1) rounded like the chunk
         masked = mask_chunk(chunk.float(), start, history, targets, target)  # (B, C)
-        ahead += (~(masked < target)).sum(dim=1)
+        ahead += masked.shape[1] - (masked < target).sum(dim=1, dtype=torch.int32).long()  # not lower
     return ahead.clamp(min=1)
 
 

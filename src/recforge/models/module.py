@@ -159,7 +159,10 @@ class NextItemModule(TaskModule):
     def hidden_state(self, recent: Tensor, users: Tensor | None = None) -> Tensor:
         """The state that predicts the next item after ``recent`` (B, L) (of users (B,), for encoders that read
         them) -> (B, H)."""
-        return self.encode(self.encoder.inference_input(recent), users)[:, -1]  # (B, H)
+        inputs = self.encoder.inference_input(recent)  # (B, T)
+        if getattr(self.encoder, "uses_users", False):
+            return self.encode(inputs, users)[:, -1]  # (B, H)
+        return self.encoder.final_state(inputs)  # (B, H): only what the last position needs
 
     def score(self, recent: Tensor, users: Tensor | None = None) -> Tensor:
         """Scores over all item ids for the next item after ``recent`` (B, L) -> (B, N+1), float32."""

@@ -70,14 +70,35 @@ class TransformerStack(nn.Module):
 
     def forward(self, items: Tensor, allowed: Tensor) -> Tensor:
         """items: (B, T); allowed: (B, T, T) True where a query may attend to a key -> (B, T, H)."""
+        x = self._embed(items)  # (B, T, H)
+        mask = ~allowed.repeat_interleave(self.num_heads, dim=0)  # (B*heads, T, T), True = blocked
+        x = self.layers(x, mask=mask)  # (B, T, H)
+        return self.norm_out(x)
+
+    def final_state(self, items: Tensor, allowed: Tensor) -> Tensor:
+        """``forward(items, allowed)[:, -1]`` computing the last layer for the last query only (its keys and
+        values still come from every position): items (B, T), allowed (B, T, T) -> (B, H)."""
+        x = self._embed(items)  # (B, T, H)
+        mask = ~allowed.repeat_interleave(self.num_heads, dim=0)  # (B*heads, T, T), True = blocked
+        *inner, last = self.layers.layers
+        for layer in inner:
+            x = layer(x, src_mask=mask)  # (B, T, H)
+        # the pre-LN layer of nn.TransformerEncoderLayer (norm_first=True) for one query
+        keys = last.norm1(x)  # (B, T, H)
+        query = x[:, -1:]  # (B, 1, H)
+        attended = last.self_attn(keys[:, -1:], keys, keys, attn_mask=mask[:, -1:], need_weights=False)[0]
+        query = query + last.dropout1(attended)  # (B, 1, H)
+        inner_state = last.dropout(last.activation(last.linear1(last.norm2(query))))  # (B, 1, inner)
+        query = query + last.dropout2(last.linear2(inner_state))  # (B, 1, H)
+        return self.norm_out(query[:, 0])  # (B, H)
+
+    def _embed(self, items: Tensor) -> Tensor:
+        """items: (B, T) -> item + position embeddings, normalised, dropout (B, T, H)."""
         B, T = items.shape
         # positions count from the left of a max_len window, so a batch whose all-padding leading columns
         # were trimmed (T < max_len) gets exactly the embeddings it would have had untrimmed
         pos = torch.arange(self.max_len - T, self.max_len, device=items.device)  # (T,)
-        x = self.dropout(self.norm_in(self.item_embedder(items) + self.positions(pos)))  # (B, T, H)
-        mask = ~allowed.repeat_interleave(self.num_heads, dim=0)  # (B*heads, T, T), True = blocked
-        x = self.layers(x, mask=mask)  # (B, T, H)
-        return self.norm_out(x)
+        return self.dropout(self.norm_in(self.item_embedder(items) + self.positions(pos)))  # (B, T, H)
 
 
 def key_padding_allowed(items: Tensor, causal: bool) -> Tensor:

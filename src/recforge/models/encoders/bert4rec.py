@@ -41,6 +41,10 @@ class BERT4Rec(SequenceEncoder):
         """items: (B, T) left-padded ids, possibly [MASK] -> (B, T, H)."""
         return self.stack(items, key_padding_allowed(items, causal=False))
 
+    def final_state(self, items: Tensor) -> Tensor:
+        """``forward(items)[:, -1]``, the last layer for the last position only. items: (B, T) -> (B, H)."""
+        return self.stack.final_state(items, key_padding_allowed(items, causal=False))
+
 
 def cloze_pairs(window: Tensor, max_len: int, mask_prob: float, last_mask_prob: float,
                 mask_token: int) -> tuple[Tensor, Tensor]:

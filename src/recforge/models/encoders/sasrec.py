@@ -26,3 +26,7 @@ class SASRec(SequenceEncoder):
     def forward(self, items: Tensor) -> Tensor:
         """items: (B, T) left-padded ids -> (B, T, H)."""
         return self.stack(items, key_padding_allowed(items, causal=True))
+
+    def final_state(self, items: Tensor) -> Tensor:
+        """``forward(items)[:, -1]``, the last layer for the last position only. items: (B, T) -> (B, H)."""
+        return self.stack.final_state(items, key_padding_allowed(items, causal=True))
