@@ -3,6 +3,8 @@
 # A cell whose directory already holds metrics.json is skipped, so the script can be restarted after an
 # interruption; an interrupted cell resumes from its last checkpoint in the same directory (resume=true).
 # Usage: bash experiments/s3rec_queue.sh [data_root]     (default ../shared/data)
+#        CELLS="toys_sasrec:1 beauty_bert4rec:42" bash experiments/s3rec_queue.sh ...   runs just those cells
+# Afterwards, python experiments/s3rec_table.py records every finished run in experiments/results/s3rec_runs/.
 set -u
 root=${1:-../shared/data}
 out=outputs/s3rec
@@ -14,6 +16,7 @@ cells=(
   toys_sasrec:1 toys_sasrec:2 sports_sasrec:1 sports_sasrec:2 yelp_sasrec:1 yelp_sasrec:2
   beauty_sasrec:42 beauty_sasrec:1 beauty_sasrec:2
 )
+[ -n "${CELLS:-}" ] && read -r -a cells <<< "$CELLS"
 for cell in "${cells[@]}"; do
   exp=${cell%%:*}; seed=${cell##*:}
   dir=$out/$exp/seed$seed

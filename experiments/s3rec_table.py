@@ -1,10 +1,13 @@
 """Write the S3-Rec comparison table from finished runs: ours (mean ± std over seeds), published, ratio, wall time.
 
 The published numbers are read from the header of each frozen config (conf/experiment/<cell>.yaml), so they
-live in one place. Runs are the directories written by experiments/s3rec_queue.sh:
-outputs/s3rec/<dataset>_<model>/seed<seed>/ (metrics.json, and <dir>.time from /usr/bin/time -v).
+live in one place. Finished runs are first recorded, one small JSON per run, in the committed folder
+experiments/results/s3rec_runs/<cell>_seed<seed>.json (test metrics, wall time, date, commit, command), so the
+table survives the run directories; the table is then built from those records. Runs are the directories written
+by experiments/s3rec_queue.sh: outputs/s3rec/<dataset>_<model>/seed<seed>/ (metrics.json, run_info.json, and
+<dir>.time from /usr/bin/time -v).
 
-Usage: python experiments/s3rec_table.py [outputs/s3rec] > experiments/results/s3rec-cells.md
+Usage: python experiments/s3rec_table.py [outputs/s3rec] > /tmp/cells.md   (then paste into results/s3rec.md)
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pathlib import Path
 import recforge
 
 CONF = Path(recforge.__file__).resolve().parent / "conf" / "experiment"
+RECORDS = Path(__file__).resolve().parent / "results" / "s3rec_runs"
 METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
 DATASETS = ["beauty", "sports", "toys", "yelp"]
 MODELS = [("gru4rec", "GRU4Rec"), ("sasrec", "SASRec"), ("bert4rec", "BERT4Rec")]
@@ -40,13 +44,34 @@ def wall_seconds(time_file: Path) -> float | None:
     return total or None
 
 
-def cell_runs(root: Path, cell: str) -> list[tuple[int, dict, float | None]]:
+def record_runs(root: Path, records: Path) -> list[Path]:
+    """One record per finished run under ``root`` (a run's record is rewritten from its directory); returns the
+    records written."""
+    written = []
+    for metrics_file in sorted(root.glob("*/seed*/metrics.json")):
+        run = metrics_file.parent
+        metrics = json.loads(metrics_file.read_text())
+        info_file = run / "run_info.json"
+        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        record = {"cell": run.parent.name, "seed": int(run.name[4:]),
+                  "test": {m: metrics["test"][m] for m in METRICS}, "wall_seconds": wall_seconds(run.with_suffix(".time")),
+                  "date": str(info.get("started", ""))[:10], "commit": info.get("git_commit"),
+                  "command": " ".join(["recforge-train"] + info.get("command", [])[1:]),
+                  "source": f"{run}/metrics.json"}
+        records.mkdir(parents=True, exist_ok=True)
+        path = records / f"{record['cell']}_seed{record['seed']}.json"
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
+def cell_runs(records: Path, cell: str) -> list[tuple[int, dict, float | None]]:
+    """(seed, {"test": metrics}, wall seconds) of every recorded run of ``cell``, by seed."""
     runs = []
-    for run in sorted((root / cell).glob("seed*")):
-        if run.is_dir() and (run / "metrics.json").is_file():
-            metrics = json.loads((run / "metrics.json").read_text())
-            runs.append((int(run.name[4:]), metrics, wall_seconds(run.with_suffix(".time"))))
-    return runs
+    for path in records.glob(f"{cell}_seed*.json"):
+        record = json.loads(path.read_text())
+        runs.append((record["seed"], {"test": record["test"]}, record.get("wall_seconds")))
+    return sorted(runs, key=lambda run: run[0])
 
 
 def fmt(values: list[float]) -> str:
@@ -56,14 +81,14 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.4f} ± {statistics.stdev(values):.4f}"
 
 
-def table(root: Path) -> str:
+def table(records: Path) -> str:
     head = "| data | model | n | " + " | ".join(m.upper().replace("HR", "HR").replace("NDCG", "NDCG") for m in METRICS)
     lines = [head + " | wall time per run |", "|" + "---|" * (len(METRICS) + 4)]
     for dataset in DATASETS:
         for key, name in MODELS:
             cell = f"{dataset}_{key}"
             pub = published(cell)
-            runs = cell_runs(root, cell)
+            runs = cell_runs(records, cell)
             lines.append(f"| {dataset.capitalize()} | {name} | published | "
                          + " | ".join(f"{pub[m]:.4f}" for m in METRICS) + " | |")
             if not runs:
@@ -81,4 +106,6 @@ def table(root: Path) -> str:
 
 
 if __name__ == "__main__":
-    print(table(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/s3rec")))
+    for written in record_runs(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/s3rec"), RECORDS):
+        print(f"recorded {written}", file=sys.stderr)
+    print(table(RECORDS))
