@@ -1,0 +1,53 @@
+"""experiments/s3rec_table.py: finished runs become committed records, and the table averages the records."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("s3rec_table", PROJECT / "experiments" / "s3rec_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def fake_run(root: Path, seed: int, ndcg10: float, wall: str) -> None:
+    run = root / "toys_sasrec" / f"seed{seed}"
+    run.mkdir(parents=True)
+    test = {m: 0.05 for m in METRICS} | {"ndcg@10": ndcg10, "mrr": 0.04}
+    (run / "metrics.json").write_text(json.dumps({"test": test, "val": test}))
+    (run / "run_info.json").write_text(json.dumps({"command": ["/venv/bin/recforge-train", "experiment=toys_sasrec",
+                                                               f"seed={seed}"], "git_commit": "abc",
+                                                   "started": "2026-11-27T03:00:00+00:00"}))
+    run.with_suffix(".time").write_text(f"\tElapsed (wall clock) time (h:mm:ss or m:ss): {wall}\n")
+
+
+def test_runs_are_recorded_and_averaged_against_the_published_row(tmp_path):
+    script = load_script()
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    fake_run(runs, 1, 0.0400, "10:00.00")
+    fake_run(runs, 2, 0.0360, "1:10:00")  # 70 minutes
+    (runs / "toys_sasrec" / "seed3").mkdir()  # unfinished: no metrics.json, no record
+    written = script.record_runs(runs, records)
+    assert sorted(p.name for p in written) == ["toys_sasrec_seed1.json", "toys_sasrec_seed2.json"]
+    record = json.loads((records / "toys_sasrec_seed2.json").read_text())
+    assert record["test"]["ndcg@10"] == 0.036 and "mrr" not in record["test"]
+    assert record["wall_seconds"] == 4200.0 and record["commit"] == "abc" and record["date"] == "2026-11-27"
+    assert record["command"] == "recforge-train experiment=toys_sasrec seed=2"
+
+    lines = script.table(records).splitlines()
+    row = lines.index("| Toys | SASRec | published | 0.0463 | 0.0306 | 0.0675 | 0.0374 | 0.0941 | 0.0441 | |")
+    ours, ratio = ([cell.strip() for cell in lines[row + k].split("|")] for k in (1, 2))
+    # cells: '', data, model, label, HR@5, NDCG@5, HR@10, NDCG@10, HR@20, NDCG@20, wall time, ''
+    assert ours[3] == "ours (n=2, seeds 1,2)"
+    assert ours[7] == "0.0380 ± 0.0028"  # mean .038, sample std |.040 - .036| / sqrt(2) = .00283
+    assert ours[4] == "0.0500 ± 0.0000" and ours[10] == "40 min"  # (10 + 70) / 2 minutes
+    assert ratio[3] == "ratio" and ratio[7] == f"{0.038 / 0.0374:.2f}" == "1.02"
+    assert "| Toys | BERT4Rec | published |" in script.table(records)
+    assert "ours: not run yet" in lines[lines.index(
+        "| Toys | BERT4Rec | published | 0.0116 | 0.0071 | 0.0203 | 0.0099 | 0.0358 | 0.0138 | |") + 1]
