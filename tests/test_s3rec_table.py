@@ -51,3 +51,16 @@ def test_runs_are_recorded_and_averaged_against_the_published_row(tmp_path):
     assert "| Toys | BERT4Rec | published |" in script.table(records)
     assert "ours: not run yet" in lines[lines.index(
         "| Toys | BERT4Rec | published | 0.0116 | 0.0071 | 0.0203 | 0.0099 | 0.0358 | 0.0138 | |") + 1]
+
+
+def test_the_readme_multirun_selects_exactly_the_twelve_table_cells():
+    import re
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    readme = (PROJECT / "experiments" / "README.md").read_text()
+    sweep = re.search(r"recforge-train -m '(experiment=glob\([^']+\))' seed=42,1,2", readme).group(1)
+    override = OverridesParser.create().parse_overrides([sweep])[0]
+    names = sorted(p.stem for p in (PROJECT / "src" / "recforge" / "conf" / "experiment").glob("*.yaml"))
+    assert override.value().filter(names) == [f"{d}_{m}" for d in ("beauty", "sports", "toys", "yelp")
+                                              for m in ("bert4rec", "gru4rec", "sasrec")]
