@@ -1,0 +1,23 @@
+"""benchmarks/eval_speed.py on the generated dataset: every speed-up arm ranks every user exactly as before."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_every_arm_gives_identical_ranks_and_times_every_stage(tmp_path):
+    spec = importlib.util.spec_from_file_location("eval_speed", PROJECT / "benchmarks" / "eval_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    result = bench.main(["--dataset", "synthetic", "--repeats", "1", "--out", str(tmp_path / "speed.json")])
+    assert result["identical_ranks"] is True  # the script exits when any arm ranks a sample differently
+    assert list(result["median_seconds"]) == ["before", "+ sorted batches", "+ last query", "now"]
+    for seconds in result["median_seconds"].values():
+        parts = sum(seconds[k] for k in ("encoder", "decoder", "mask", "rank", "load"))
+        assert abs(seconds["total"] - parts) < 1e-9 and seconds["encoder"] > 0  # one pass: total = its stages
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    assert saved["users"] == result["users"] > 0
+    assert (tmp_path / "speed.md").read_text().count("\n| ") == 5  # header + 4 arms
