@@ -25,3 +25,4 @@ def test_every_arm_gives_identical_ranks_and_times_every_stage(tmp_path):
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert saved["users"] == result["users"] > 0
     assert (tmp_path / "speed.md").read_text().count("\n| ") == 5  # header + 4 arms
+    assert result["median_seconds"]["now"]["cpu"] > 0
