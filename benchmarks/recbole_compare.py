@@ -10,7 +10,9 @@ same sequences and the same leave-one-out split (checked: the RecBole runner ret
 and test (user, target) pairs, compared with recforge's). Jobs run one at a time as subprocesses, alternating
 the framework that goes first (RecBole, recforge | recforge, RecBole | ...); each is measured for wall time and
 peak resident memory (``os.wait4``), and one JSON line per finished job is appended to
-outputs/bench/recbole_compare.jsonl. Finished jobs (same settings) are skipped on restart. RecBole runs in its
+benchmarks/recbole_compare.jsonl, a committed file: finished jobs (same settings) are skipped on restart, also on
+another machine or in a later session, so the comparison can be completed a few jobs at a time (each line
+records its machine, load average and date). RecBole runs in its
 own venv (created with torch 2.13.0 and recbole 1.2.1 when missing) through benchmarks/recbole_runner.py; the
 recforge jobs are ``recforge-train experiment=<exp>`` with benchmarks/recforge_bench_callbacks.py's clock.
 """
@@ -542,7 +544,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-mask-history", dest="mask_history", action="store_false",
                    help="evaluate without masking the user's earlier items (RecBole's own default)")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every job (default: torch's default)")
-    p.add_argument("--out", type=Path, default=BENCH / "recbole_compare.jsonl", help="JSON lines, one per job")
+    p.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "recbole_compare.jsonl",
+                   help="JSON lines, one per finished job (committed)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown page to render")
     p.add_argument("--note", help="a paragraph put under the title of the results page")
     p.add_argument("--report", action="store_true", help="only render the results page from --out")
