@@ -376,8 +376,8 @@ class SequenceDataModule(L.LightningDataModule):
 
     def _eval_loader(self, samples: EvalSamples) -> DataLoader:
         """Evaluation batches; with ``bucket_by_length`` the samples run shortest history first (a fixed order),
-        so each batch is trimmed to little padding. Metrics do not depend on the order (ranks are kept by
-        sample index)."""
+        so each batch is trimmed to little padding. Ranks are kept by sample index, so the order does not matter
+        beyond float rounding (a trimmed batch sums in another order, which can flip an exact near-tie)."""
         if not self.bucket_by_length:
             return self._loader(samples, self.eval_batch_size, shuffle=False)
         return DataLoader(samples, batch_size=self.eval_batch_size, sampler=LengthSortedSampler(samples.positions),
