@@ -249,12 +249,14 @@ def bare_train(initial: NextItemModule, datamodule: Any, args: argparse.Namespac
 @torch.inference_mode()
 def bare_eval(encoder: nn.Module, decoder: nn.Module, loader: Any, ks: list[int], mask_history: bool) -> dict[str, float]:
     """Full ranking of every validation sample with recforge's pure ranking functions."""
-    ranks = []
+    ranks, index = [], []
     for batch in loader:
         hidden = encoder.final_state(encoder.inference_input(batch["input"]))  # (B, H), as recforge evaluates
         scores = decoder(hidden).float()  # (B, N+1)
         ranks.append(rank_targets(scores, batch["target"], batch["history"] if mask_history else None))  # (B,)
-    return ranking_metrics(torch.cat(ranks), ks)
+        index.append(batch["index"])
+    # by sample index, as recforge's accumulator orders them: the float64 means then sum in the same order
+    return ranking_metrics(torch.cat(ranks)[torch.argsort(torch.cat(index))], ks)
 
 
 def bare_eval_repeat(module: NextItemModule, datamodule: Any, cfg: DictConfig, runs: int) -> dict[str, Any]:
@@ -424,7 +426,10 @@ def main() -> None:
         "max_abs_loss_difference": max(abs(a - b) for a, b in zip(rec0["losses"][:n], bare0["losses"][:n])),
         "eval_metrics_equal": all(r["metrics"] == b["metrics"]
                                   for r, b in zip(arms["recforge"], arms["bare"])),
+        "max_abs_metric_difference": max(abs(r["metrics"][k] - b["metrics"][k])
+                                         for r, b in zip(arms["recforge"], arms["bare"]) for k in r["metrics"]),
         "recforge_metrics": rec0["metrics"],
+        "bare_metrics": bare0["metrics"],
     }
     summary = summarise(arms)
     rec_s, bare_s = summary["recforge"], summary["bare"]
