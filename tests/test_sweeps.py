@@ -632,6 +632,30 @@ def test_tensorboard_hparams(tmp_path):
     assert test_ndcg.value == pytest.approx(metrics["test"]["ndcg@10"], rel=1e-6)
 
 
+def test_final_hparams_reach_disk_after_lightning_closed_the_writer(tmp_path):
+    """Lightning closes the TensorBoard writer after testing; the final HParams write reopens it and must be on
+    disk when log_final_metrics returns (an unclosed writer leaves it to a daemon thread the process exit kills)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from types import SimpleNamespace
+
+    from recforge.train import log_final_metrics
+
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", default_hp_metric=False)
+    logger.log_metrics({"train/loss": 1.5}, step=0)
+    logger.finalize("success")  # what Lightning does at the end of trainer.test
+    cfg = OmegaConf.create({"seed": 3, "objective": "val/ndcg@10", "optimizer": {"lr": 0.01}})
+    log_final_metrics(SimpleNamespace(loggers=[logger]), cfg, {"val": {"ndcg@10": 0.25}, "test": {"ndcg@10": 0.125}})
+    assert logger._experiment.file_writer is None  # closed: flushed now, not left to the writer's daemon thread
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    assert set(events.PluginTagToContent("hparams")) == {"_hparams_/experiment", "_hparams_/session_start_info",
+                                                         "_hparams_/session_end_info"}
+    assert [s.value for s in events.Scalars("hparams/val/ndcg@10")] == [0.25]
+    assert [s.value for s in events.Scalars("hparams/test/ndcg@10")] == [0.125]
+
+
 # --------------------------------------------------------------------------------- 8. composition
 
 

@@ -153,6 +153,9 @@ def log_final_metrics(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, An
     for logger in trainer.loggers:
         if type(logger).__name__ == "TensorBoardLogger":
             logger.log_hyperparams(params, metrics={f"hparams/{key}": value for key, value in finals.items()})
+            # Lightning closed the writer after testing; this write reopened it. Close it again, or the event file
+            # is left to a daemon thread that the interpreter's exit may kill before it writes.
+            logger.finalize("success")
         elif type(logger).__name__ == "WandbLogger":
             best = objective_value(metrics, cfg.objective)
             logger.experiment.summary.update({f"final/{key}": value for key, value in finals.items()})
