@@ -7,10 +7,12 @@ table survives the run directories; the table is then built from those records. 
 by experiments/s3rec_queue.sh: outputs/s3rec/<dataset>_<model>/seed<seed>/ (metrics.json, run_info.json, and
 <dir>.time from /usr/bin/time -v).
 
-Usage: python experiments/s3rec_table.py [outputs/s3rec] > /tmp/cells.md   (then paste into results/s3rec.md)
+Usage: python experiments/s3rec_table.py [outputs/s3rec]            prints the table
+       python experiments/s3rec_table.py [outputs/s3rec] --write     also replaces the table in results/s3rec.md
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
@@ -105,7 +107,27 @@ def table(records: Path) -> str:
     return "\n".join(lines)
 
 
+def replace_table(page: str, new_table: str) -> str:
+    """``page`` with its table (the block from the '| data | model | n |' header to the next blank line) replaced."""
+    lines = page.split("\n")
+    heads = [i for i, line in enumerate(lines) if line.startswith("| data | model | n |")]
+    if len(heads) != 1:
+        raise SystemExit(f"the page has {len(heads)} tables starting with '| data | model | n |'; expected exactly one.")
+    start = heads[0]
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return "\n".join(lines[:start] + new_table.split("\n") + lines[end:])
+
+
 if __name__ == "__main__":
-    for written in record_runs(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/s3rec"), RECORDS):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="?", default="outputs/s3rec", help="the queue's output folder")
+    parser.add_argument("--write", action="store_true", help="replace the table in experiments/results/s3rec.md")
+    args = parser.parse_args()
+    for written in record_runs(Path(args.runs), RECORDS):
         print(f"recorded {written}", file=sys.stderr)
-    print(table(RECORDS))
+    text = table(RECORDS)
+    print(text)
+    if args.write:
+        page = RECORDS.parent / "s3rec.md"
+        page.write_text(replace_table(page.read_text(), text))
+        print(f"wrote the table into {page}", file=sys.stderr)

@@ -53,6 +53,16 @@ def test_runs_are_recorded_and_averaged_against_the_published_row(tmp_path):
         "| Toys | BERT4Rec | published | 0.0116 | 0.0071 | 0.0203 | 0.0099 | 0.0358 | 0.0138 | |") + 1]
 
 
+def test_the_table_is_replaced_in_the_page_and_nothing_else():
+    script = load_script()
+    page = "# title\n\nintro\n\n| data | model | n | x |\n|---|\n| old | row |\n\nReading the table: text\n"
+    new = "| data | model | n | y |\n|---|\n| new | row |\n| second | row |"
+    assert script.replace_table(page, new) == ("# title\n\nintro\n\n| data | model | n | y |\n|---|\n| new | row |\n"
+                                               "| second | row |\n\nReading the table: text\n")
+    real = (PROJECT / "experiments" / "results" / "s3rec.md").read_text()
+    assert script.replace_table(real, script.table(script.RECORDS)) == real  # the committed page is up to date
+
+
 def test_the_readme_multirun_selects_exactly_the_twelve_table_cells():
     import re
 
