@@ -104,7 +104,27 @@ def table(records: Path) -> str:
                          + f" | {wall} |")
             lines.append("| | | ratio | " + " | ".join(f"{statistics.fmean(ours[m]) / pub[m]:.2f}" for m in METRICS)
                          + " | |")
+    lines.append(totals(records))
     return "\n".join(lines)
+
+
+def totals(records: Path) -> str:
+    """The last row: summed wall time of the recorded runs, and what three seeds of every cell would take."""
+    walls = {}
+    for dataset in DATASETS:
+        for key, _ in MODELS:
+            times = [w for _, _, w in cell_runs(records, f"{dataset}_{key}") if w]
+            if times:
+                walls[f"{dataset}_{key}"] = times
+    recorded = sum(sum(times) for times in walls.values()) / 3600
+    n = sum(len(times) for times in walls.values())
+    cells = len(DATASETS) * len(MODELS)
+    if len(walls) == cells:
+        whole = sum(3 * statistics.fmean(times) for times in walls.values()) / 3600
+        estimate = f"all {cells} cells × 3 seeds ≈ {whole:.0f} h"
+    else:
+        estimate = f"{cells - len(walls)} cells without a timed run"
+    return f"| all | | {n} timed runs |" + " |" * len(METRICS) + f" {recorded:.1f} h in all; {estimate} |"
 
 
 def replace_table(page: str, new_table: str) -> str:

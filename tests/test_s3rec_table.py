@@ -49,8 +49,20 @@ def test_runs_are_recorded_and_averaged_against_the_published_row(tmp_path):
     assert ours[4] == "0.0500 ± 0.0000" and ours[10] == "40 min"  # (10 + 70) / 2 minutes
     assert ratio[3] == "ratio" and ratio[7] == f"{0.038 / 0.0374:.2f}" == "1.02"
     assert "| Toys | BERT4Rec | published |" in script.table(records)
+    assert lines[-1] == "| all | | 2 timed runs | | | | | | | 1.3 h in all; 11 cells without a timed run |"  # 80 min
     assert "ours: not run yet" in lines[lines.index(
         "| Toys | BERT4Rec | published | 0.0116 | 0.0071 | 0.0203 | 0.0099 | 0.0358 | 0.0138 | |") + 1]
+
+
+def test_the_total_estimates_three_seeds_of_every_cell_once_all_are_timed(tmp_path):
+    script = load_script()
+    for dataset in script.DATASETS:
+        for model, _ in script.MODELS:
+            for seed, minutes in ((42, 10), (1, 30)):
+                record = {"seed": seed, "test": {m: 0.01 for m in METRICS}, "wall_seconds": 60.0 * minutes}
+                (tmp_path / f"{dataset}_{model}_seed{seed}.json").write_text(json.dumps(record))
+    # 24 runs of 10 and 30 min = 8 h; 12 cells x 3 seeds x 20 min mean = 12 h
+    assert script.totals(tmp_path) == "| all | | 24 timed runs | | | | | | | 8.0 h in all; all 12 cells × 3 seeds ≈ 12 h |"
 
 
 def test_the_table_is_replaced_in_the_page_and_nothing_else():
