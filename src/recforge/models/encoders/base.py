@@ -70,16 +70,14 @@ class TransformerStack(nn.Module):
 
     def forward(self, items: Tensor, allowed: Tensor) -> Tensor:
         """items: (B, T); allowed: (B, T, T) True where a query may attend to a key -> (B, T, H)."""
-        x = self._embed(items)  # (B, T, H)
-        mask = ~allowed.repeat_interleave(self.num_heads, dim=0)  # (B*heads, T, T), True = blocked
+        x, mask = self._embed(items), self._blocked(allowed)  # (B, T, H), (B*heads, T, T)
         x = self.layers(x, mask=mask)  # (B, T, H)
         return self.norm_out(x)
 
     def final_state(self, items: Tensor, allowed: Tensor) -> Tensor:
         """``forward(items, allowed)[:, -1]`` computing the last layer for the last query only (its keys and
         values still come from every position): items (B, T), allowed (B, T, T) -> (B, H)."""
-        x = self._embed(items)  # (B, T, H)
-        mask = ~allowed.repeat_interleave(self.num_heads, dim=0)  # (B*heads, T, T), True = blocked
+        x, mask = self._embed(items), self._blocked(allowed)  # (B, T, H), (B*heads, T, T)
         *inner, last = self.layers.layers
         for layer in inner:
             x = layer(x, src_mask=mask)  # (B, T, H)
@@ -91,6 +89,11 @@ class TransformerStack(nn.Module):
         inner_state = last.dropout(last.activation(last.linear1(last.norm2(query))))  # (B, 1, inner)
         query = query + last.dropout2(last.linear2(inner_state))  # (B, 1, H)
         return self.norm_out(query[:, 0])  # (B, H)
+
+    def _blocked(self, allowed: Tensor) -> Tensor:
+        """allowed: (B, T, T) -> the per-head attention mask nn.MultiheadAttention takes (B*heads, T, T), True =
+        blocked."""
+        return ~allowed.repeat_interleave(self.num_heads, dim=0)
 
     def _embed(self, items: Tensor) -> Tensor:
         """items: (B, T) -> item + position embeddings, normalised, dropout (B, T, H)."""
