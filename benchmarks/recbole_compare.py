@@ -12,7 +12,9 @@ the framework that goes first (RecBole, recforge | recforge, RecBole | ...); eac
 peak resident memory (``os.wait4``), and one JSON line per finished job is appended to
 benchmarks/recbole_compare.jsonl, a committed file: finished jobs (same settings) are skipped on restart, also on
 another machine or in a later session, so the comparison can be completed a few jobs at a time (each line
-records its machine, load average and date). RecBole runs in its
+records its machine, load average and date). An interrupted RecBole job (hours on 2 cores) continues after its
+last finished epoch when the driver is started again (recbole_runner.py's ``resume.pth``; same shuffles and
+dropout as an uninterrupted run; its times count the kept epochs of every attempt). RecBole runs in its
 own venv (created with torch 2.13.0 and recbole 1.2.1 when missing) through benchmarks/recbole_runner.py; the
 recforge jobs are ``recforge-train experiment=<exp>`` with benchmarks/recforge_bench_callbacks.py's clock.
 """
@@ -363,7 +365,7 @@ def machine() -> str:
 
 def measure(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> tuple[int, float, float]:
     """Run ``cmd`` to the end: (exit code, wall seconds, peak RSS MiB of that process and its children)."""
-    with log_path.open("w") as log:
+    with log_path.open("a") as log:  # a resumed job's log keeps its earlier attempts
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -457,6 +459,18 @@ def run_recbole(job: Job, job_dir: Path, args: argparse.Namespace, python: Path,
     return {**result, "wall_seconds": round(wall, 1), "peak_rss_mb": round(rss, 1), "command": " ".join(cmd)}
 
 
+def prepare_job_dir(job_dir: Path, framework: str) -> bool:
+    """An empty job directory, except that an interrupted RecBole job keeps its directory and resumes from its
+    per-epoch state (``saved/resume.pth``, written by recbole_runner.py); True when it resumes. (recforge jobs take
+    minutes and start again.)"""
+    if framework == "recbole" and (job_dir / "saved" / "resume.pth").is_file():
+        return True
+    if job_dir.exists():
+        shutil.rmtree(job_dir)  # an unfinished earlier attempt of this very job
+    job_dir.mkdir(parents=True)
+    return False
+
+
 def recforge_train_command() -> list[str]:
     exe = Path(sys.executable).with_name("recforge-train")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "recforge.train"]
@@ -510,10 +524,9 @@ def run_jobs(args: argparse.Namespace) -> None:
     tag = hashlib.sha256(settings_key(settings).encode()).hexdigest()[:8]
     for job in todo:
         job_dir = BENCH / "jobs" / f"{job.dataset}_{job.model}_{job.framework}_{tag}"
-        if job_dir.exists():
-            shutil.rmtree(job_dir)  # an unfinished earlier attempt of this very job
-        job_dir.mkdir(parents=True)
-        print(f"{dt.datetime.now():%H:%M:%S} {job.framework} {job.dataset} {job.model} -> {job_dir}", flush=True)
+        resumed = prepare_job_dir(job_dir, job.framework)
+        print(f"{dt.datetime.now():%H:%M:%S} {job.framework} {job.dataset} {job.model} -> {job_dir}"
+              + (" (resuming after its last finished epoch)" if resumed else ""), flush=True)
         if job.framework == "recbole":
             assert python is not None
             result = run_recbole(job, job_dir, args, python, exports[job.dataset], settings, env)

@@ -7,6 +7,12 @@ data_path, checkpoint_dir, eval_args, sizes, ...), ``inter_file`` (the exported 
 (mask each user's earlier items in validation and test, as recforge does) and ``budget_seconds`` (null or a
 wall-clock cap on training: training stops after the first epoch that ends past it).
 
+Resumable: after every epoch the full training state (model, optimizer, early-stopping counters, the data
+loader's and the global random states, the epochs recorded so far and the training seconds spent) is written to
+``<checkpoint_dir>/resume.pth`` (atomically; the write is not on the clock). A run started again with the same spec
+continues after the last finished epoch with the same shuffles and dropout masks as an uninterrupted run, and its
+figures count the kept epochs of every attempt (``attempts`` says how many processes it took).
+
 Writes OUT.json: per-epoch elapsed seconds (training + validation, from the start of ``Trainer.fit``) with the
 validation metrics, the best epoch, the test metrics of the best-validation model, the time of one full-ranking
 evaluation of every test user, and a digest of the split (so the driver can check it equals recforge's).
@@ -21,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import random
 import sys
 import time
 from collections.abc import Iterable
@@ -170,13 +178,24 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     data_seconds = time.perf_counter() - started
 
     trainer = _recording_trainer_class()(config, model)
+    resume_file = Path(config["checkpoint_dir"]) / "resume.pth"
     epochs: list[dict[str, Any]] = []
+    spent, attempts = 0.0, 1  # training seconds of earlier attempts (to their last finished epoch)
+    if resume_file.is_file():
+        bench = restore_state(trainer, train_data, torch.load(resume_file, map_location=config["device"],
+                                                              weights_only=False))
+        epochs, spent, attempts = bench["epochs"], bench["spent"], bench["attempts"] + 1
     budget = spec.get("budget_seconds")
     clock = time.perf_counter()
 
     def end_of_epoch(epoch_idx: int, valid_score: float) -> None:
-        elapsed = time.perf_counter() - clock
+        nonlocal clock
+        elapsed = spent + time.perf_counter() - clock
         epochs.append({"epoch": epoch_idx, "elapsed": round(elapsed, 3), "val": recforge_metric_names(trainer.last_valid)})
+        paused = time.perf_counter()
+        save_state(trainer, train_data, epoch_idx, {"epochs": epochs, "spent": elapsed, "attempts": attempts},
+                   resume_file)
+        clock += time.perf_counter() - paused  # the resume checkpoint is not RecBole's time
         if budget is not None and elapsed >= budget:
             raise BudgetReached
 
@@ -185,7 +204,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=end_of_epoch)
     except BudgetReached:
         status = "budget-capped"
-    train_seconds = time.perf_counter() - clock
+    train_seconds = spent + time.perf_counter() - clock
 
     checkpoint = torch.load(trainer.saved_model_file, map_location=config["device"])
     model.load_state_dict(checkpoint["state_dict"])
@@ -197,6 +216,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     best = next(e for e in epochs if e["epoch"] == best_epoch)
     return {
         "status": status,
+        "attempts": attempts,
         "epochs_run": len(epochs),
         "best_epoch": best_epoch,
         "time_to_best": best["elapsed"],
@@ -212,6 +232,40 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "versions": _versions(),
     }
+
+
+def save_state(trainer: Any, train_data: Any, epoch: int, bench: dict[str, Any], path: Path) -> None:
+    """Everything ``restore_state`` needs to continue after ``epoch`` as if never stopped; written atomically."""
+    import numpy
+    import torch
+
+    state = {"epoch": epoch, "cur_step": trainer.cur_step, "best_valid_score": trainer.best_valid_score,
+             "best_file": trainer.saved_model_file, "state_dict": trainer.model.state_dict(),
+             "other_parameter": trainer.model.other_parameter(), "optimizer": trainer.optimizer.state_dict(),
+             "loader_rng": train_data.generator.get_state(), "torch_rng": torch.get_rng_state(),
+             "numpy_rng": numpy.random.get_state(), "python_rng": random.getstate(), "bench": bench}
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def restore_state(trainer: Any, train_data: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """Put ``trainer`` back where ``save_state`` left it (fit then starts at the next epoch); returns the bench
+    record (epochs so far, training seconds spent, attempts)."""
+    import numpy
+    import torch
+
+    trainer.start_epoch = state["epoch"] + 1
+    trainer.cur_step, trainer.best_valid_score = state["cur_step"], state["best_valid_score"]
+    trainer.saved_model_file = state["best_file"]  # the best model so far stays the one fit() overwrites
+    trainer.model.load_state_dict(state["state_dict"])
+    trainer.model.load_other_parameter(state["other_parameter"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    train_data.generator.set_state(state["loader_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    numpy.random.set_state(state["numpy_rng"])
+    random.setstate(state["python_rng"])
+    return state["bench"]
 
 
 def _versions() -> dict[str, str]:

@@ -150,6 +150,70 @@ def test_finished_jobs_are_skipped_per_settings_and_failed_ones_rerun():
     assert rc.record_key("ml-100k", "sasrec", "recbole", {**settings, "max_epochs": None}) not in done
 
 
+def test_an_interrupted_recbole_job_keeps_its_directory_and_others_start_empty(tmp_path):
+    recbole, recforge, fresh = tmp_path / "recbole", tmp_path / "recforge", tmp_path / "fresh"
+    for job in (recbole, recforge):
+        (job / "saved").mkdir(parents=True)
+        (job / "saved" / "resume.pth").write_bytes(b"state")
+        (job / "log.txt").write_text("attempt 1\n")
+    assert rc.prepare_job_dir(recbole, "recbole") is True
+    assert (recbole / "log.txt").read_text() == "attempt 1\n" and (recbole / "saved" / "resume.pth").is_file()
+    assert rc.prepare_job_dir(recforge, "recforge") is False and list(recforge.iterdir()) == []
+    (recbole / "saved" / "resume.pth").unlink()  # RecBole without a resume state: starts again, empty
+    assert rc.prepare_job_dir(recbole, "recbole") is False and list(recbole.iterdir()) == []
+    assert rc.prepare_job_dir(fresh, "recbole") is False and fresh.is_dir()
+
+
+class _FakeRecBoleModel(torch.nn.Linear):
+    """The two extra methods RecBole's AbstractRecommender has, around a small torch model."""
+
+    def other_parameter(self):
+        return {"kept": 3}
+
+    def load_other_parameter(self, para):
+        self.restored_other = para
+
+
+def _fake_trainer(seed: int):
+    from types import SimpleNamespace
+
+    torch.manual_seed(seed)
+    model = _FakeRecBoleModel(4, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.ones(2, 4)).sum().backward()
+    optimizer.step()  # Adam moments exist
+    trainer = SimpleNamespace(model=model, optimizer=optimizer, cur_step=2, best_valid_score=0.25,
+                              saved_model_file=f"best-{seed}.pth", start_epoch=0)
+    loader = SimpleNamespace(generator=torch.Generator().manual_seed(seed))
+    return trainer, loader
+
+
+def test_recbole_runner_state_restores_the_run_exactly(tmp_path):
+    import random
+
+    import numpy as np
+
+    trainer, loader = _fake_trainer(1)
+    torch.rand(5, generator=loader.generator)  # an epoch's shuffle
+    bench = {"epochs": [{"epoch": 0, "elapsed": 1.5}, {"epoch": 1, "elapsed": 3.0}], "spent": 3.0, "attempts": 1}
+    rr.save_state(trainer, loader, 1, bench, tmp_path / "resume.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resume.pth"]  # the partial file was renamed
+    # what the uninterrupted run draws next: the next shuffle, dropout, numpy and python draws
+    expected = (torch.rand(5, generator=loader.generator), torch.rand(3), np.random.rand(2), random.random())
+
+    other, other_loader = _fake_trainer(2)  # a new process: other weights, optimizer moments and random states
+    state = torch.load(tmp_path / "resume.pth", weights_only=False)
+    assert rr.restore_state(other, other_loader, state) == bench
+    assert other.start_epoch == 2 and other.cur_step == 2 and other.best_valid_score == 0.25
+    assert other.saved_model_file == "best-1.pth" and other.model.restored_other == {"kept": 3}
+    assert torch.equal(other.model.weight, trainer.model.weight) and torch.equal(other.model.bias, trainer.model.bias)
+    moments = [v["exp_avg"] for v in other.optimizer.state_dict()["state"].values()]
+    assert all(torch.equal(a, b["exp_avg"]) for a, b in zip(moments, trainer.optimizer.state_dict()["state"].values()))
+    got = (torch.rand(5, generator=other_loader.generator), torch.rand(3), np.random.rand(2), random.random())
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert np.array_equal(got[2], expected[2]) and got[3] == expected[3]
+
+
 # ------------------------------------------------------------------------------------------- figures
 
 
