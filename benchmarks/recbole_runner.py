@@ -199,12 +199,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         if budget is not None and elapsed >= budget:
             raise BudgetReached
 
-    status = "ok"
-    try:
-        trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=end_of_epoch)
-    except BudgetReached:
-        status = "budget-capped"
-    train_seconds = spent + time.perf_counter() - clock
+    status = "budget-capped" if budget is not None and spent >= budget else "ok"
+    finished = bool(epochs) and training_finished(trainer, spent, budget)  # an attempt stopped while testing
+    if not finished:
+        try:
+            trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=end_of_epoch)
+        except BudgetReached:
+            status = "budget-capped"
+    train_seconds = spent + (0.0 if finished else time.perf_counter() - clock)
 
     checkpoint = torch.load(trainer.saved_model_file, map_location=config["device"])
     model.load_state_dict(checkpoint["state_dict"])
@@ -247,6 +249,14 @@ def save_state(trainer: Any, train_data: Any, epoch: int, bench: dict[str, Any],
     partial = path.with_suffix(".partial")
     torch.save(state, partial)
     os.replace(partial, path)
+
+
+def training_finished(trainer: Any, spent: float, budget: float | None) -> bool:
+    """True when a restored run has nothing left to train: early stopping had triggered (RecBole stops once
+    ``cur_step`` passes ``stopping_step``), the epochs are used up, or the time budget is spent. (Calling ``fit``
+    then would train one more epoch, or overwrite the best model with the last one.)"""
+    return (trainer.cur_step > trainer.stopping_step or trainer.start_epoch >= trainer.epochs
+            or (budget is not None and spent >= budget))
 
 
 def restore_state(trainer: Any, train_data: Any, state: dict[str, Any]) -> dict[str, Any]:

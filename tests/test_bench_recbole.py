@@ -214,6 +214,19 @@ def test_recbole_runner_state_restores_the_run_exactly(tmp_path):
     assert np.array_equal(got[2], expected[2]) and got[3] == expected[3]
 
 
+def test_a_restored_run_knows_when_nothing_is_left_to_train():
+    from types import SimpleNamespace
+
+    def trainer(cur_step: int, start_epoch: int):
+        return SimpleNamespace(cur_step=cur_step, stopping_step=9, start_epoch=start_epoch, epochs=200)
+
+    assert not rr.training_finished(trainer(9, 30), spent=100.0, budget=None)  # 9 without improvement: goes on
+    assert rr.training_finished(trainer(10, 30), spent=100.0, budget=None)  # RecBole stops once 10 > 9
+    assert rr.training_finished(trainer(0, 200), spent=100.0, budget=None)  # every epoch done
+    assert rr.training_finished(trainer(0, 30), spent=100.0, budget=100.0)  # the time budget is spent
+    assert not rr.training_finished(trainer(0, 30), spent=99.0, budget=100.0)
+
+
 # ------------------------------------------------------------------------------------------- figures
 
 
