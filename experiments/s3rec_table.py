@@ -123,7 +123,8 @@ def totals(records: Path) -> str:
         whole = sum(3 * statistics.fmean(times) for times in walls.values()) / 3600
         estimate = f"all {cells} cells × 3 seeds ≈ {whole:.0f} h"
     else:
-        estimate = f"{cells - len(walls)} cells without a timed run"
+        missing = cells - len(walls)
+        estimate = f"{missing} cell{'' if missing == 1 else 's'} without a timed run"
     return f"| all | | {n} timed runs |" + " |" * len(METRICS) + f" {recorded:.1f} h in all; {estimate} |"
 
 

@@ -63,6 +63,10 @@ def test_the_total_estimates_three_seeds_of_every_cell_once_all_are_timed(tmp_pa
                 (tmp_path / f"{dataset}_{model}_seed{seed}.json").write_text(json.dumps(record))
     # 24 runs of 10 and 30 min = 8 h; 12 cells x 3 seeds x 20 min mean = 12 h
     assert script.totals(tmp_path) == "| all | | 24 timed runs | | | | | | | 8.0 h in all; all 12 cells × 3 seeds ≈ 12 h |"
+    for seed in (42, 1):
+        (tmp_path / f"yelp_bert4rec_seed{seed}.json").unlink()
+    # 22 runs, 11 x (10 + 30) min = 7.33 h
+    assert script.totals(tmp_path) == "| all | | 22 timed runs | | | | | | | 7.3 h in all; 1 cell without a timed run |"
 
 
 def test_the_table_is_replaced_in_the_page_and_nothing_else():
