@@ -110,7 +110,10 @@ class StepClock(Callback):
     Every epoch's training iterator is created from the same random state on both sides (``seed + epoch``):
     creating any DataLoader iterator draws a random number, and recforge's validation between epochs creates one
     that the bare loop does not, so without this the bare loop would see the same batches only in the first
-    epoch. (Lightning also fetches one batch ahead; the bare loop does too, see :func:`one_ahead`.)"""
+    epoch. Lightning fetches each batch just before its step when the loader has a length (its prefetcher skips
+    prefetching then), and so does the bare loop: the length-bucket sampler draws from the global random state
+    when it starts a new pool, so fetching one batch ahead would move that draw against the dropout draws and
+    change every batch after the first pool (Beauty: from batch 50 on)."""
 
     def __init__(self, warmup: int, steps: int, seed: int) -> None:
         self.warmup, self.steps, self.seed = warmup, steps, seed
@@ -192,21 +195,6 @@ def training_loss(encoder: nn.Module, decoder: nn.Module, loss_fn: nn.Module, wi
     return loss_fn(hidden[valid], targets[valid], decoder)
 
 
-def one_ahead(loader: Any) -> Any:
-    """The loader's batches, each next one fetched before the current one is handed out, as Lightning's data
-    fetcher does: the length-bucket sampler draws from the global random state when it starts a new pool, so the
-    fetch order against the model's dropout draws decides which batches follow."""
-    it = iter(loader)
-    try:
-        current = next(it)
-    except StopIteration:
-        return
-    for following in it:
-        yield current
-        current = following
-    yield current
-
-
 def bare_train(initial: NextItemModule, datamodule: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The same parts, batches and optimizer in a plain loop; step time measured like :class:`StepClock`."""
     encoder, decoder, loss_fn = copy.deepcopy((initial.encoder, initial.decoder, initial.loss))  # tying kept
@@ -224,7 +212,7 @@ def bare_train(initial: NextItemModule, datamodule: Any, args: argparse.Namespac
     while len(intervals) < args.steps:
         seed_all(args.seed + epoch)  # as StepClock.on_train_epoch_start
         epoch += 1
-        for batch_idx, batch in enumerate(one_ahead(loader)):
+        for batch_idx, batch in enumerate(loader):
             loss = training_loss(encoder, decoder, loss_fn, batch["items"])
             loss.backward()
             opt.step()
