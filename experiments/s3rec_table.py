@@ -83,27 +83,34 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.4f} ± {statistics.stdev(values):.4f}"
 
 
+def command(cell: str, seeds: list[int]) -> str:
+    """The recforge-train call that reruns every seed of a row (a Hydra multirun when there are several)."""
+    multirun = "-m " if len(seeds) > 1 else ""
+    return (f"`recforge-train {multirun}experiment={cell} seed={','.join(map(str, seeds))} "
+            "dataset.root=../shared/data`")
+
+
 def table(records: Path) -> str:
     head = "| data | model | n | " + " | ".join(m.upper().replace("HR", "HR").replace("NDCG", "NDCG") for m in METRICS)
-    lines = [head + " | wall time per run |", "|" + "---|" * (len(METRICS) + 4)]
+    lines = [head + " | wall time per run | command (reproduces the row) |", "|" + "---|" * (len(METRICS) + 5)]
     for dataset in DATASETS:
         for key, name in MODELS:
             cell = f"{dataset}_{key}"
             pub = published(cell)
             runs = cell_runs(records, cell)
             lines.append(f"| {dataset.capitalize()} | {name} | published | "
-                         + " | ".join(f"{pub[m]:.4f}" for m in METRICS) + " | |")
+                         + " | ".join(f"{pub[m]:.4f}" for m in METRICS) + " | | |")
             if not runs:
-                lines.append(f"| | | ours: not run yet | " + " | ".join("" for _ in METRICS) + " | |")
+                lines.append(f"| | | ours: not run yet | " + " | ".join("" for _ in METRICS) + " | | |")
                 continue
             ours = {m: [r[1]["test"][m] for r in runs] for m in METRICS}
             walls = [w for _, _, w in runs if w]
             wall = f"{statistics.fmean(walls) / 60:.0f} min" if walls else ""
             seeds = ",".join(str(s) for s, _, _ in runs)
             lines.append(f"| | | ours (n={len(runs)}, seeds {seeds}) | " + " | ".join(fmt(ours[m]) for m in METRICS)
-                         + f" | {wall} |")
+                         + f" | {wall} | {command(cell, [s for s, _, _ in runs])} |")
             lines.append("| | | ratio | " + " | ".join(f"{statistics.fmean(ours[m]) / pub[m]:.2f}" for m in METRICS)
-                         + " | |")
+                         + " | | |")
     lines.append(totals(records))
     return "\n".join(lines)
 
@@ -125,7 +132,7 @@ def totals(records: Path) -> str:
     else:
         missing = cells - len(walls)
         estimate = f"{missing} cell{'' if missing == 1 else 's'} without a timed run"
-    return f"| all | | {n} timed runs |" + " |" * len(METRICS) + f" {recorded:.1f} h in all; {estimate} |"
+    return f"| all | | {n} timed runs |" + " |" * len(METRICS) + f" {recorded:.1f} h in all; {estimate} | |"
 
 
 def replace_table(page: str, new_table: str) -> str:

@@ -41,17 +41,18 @@ def test_runs_are_recorded_and_averaged_against_the_published_row(tmp_path):
     assert record["command"] == "recforge-train experiment=toys_sasrec seed=2"
 
     lines = script.table(records).splitlines()
-    row = lines.index("| Toys | SASRec | published | 0.0463 | 0.0306 | 0.0675 | 0.0374 | 0.0941 | 0.0441 | |")
+    row = lines.index("| Toys | SASRec | published | 0.0463 | 0.0306 | 0.0675 | 0.0374 | 0.0941 | 0.0441 | | |")
     ours, ratio = ([cell.strip() for cell in lines[row + k].split("|")] for k in (1, 2))
-    # cells: '', data, model, label, HR@5, NDCG@5, HR@10, NDCG@10, HR@20, NDCG@20, wall time, ''
+    # cells: '', data, model, label, HR@5, NDCG@5, HR@10, NDCG@10, HR@20, NDCG@20, wall time, command, ''
     assert ours[3] == "ours (n=2, seeds 1,2)"
     assert ours[7] == "0.0380 ± 0.0028"  # mean .038, sample std |.040 - .036| / sqrt(2) = .00283
     assert ours[4] == "0.0500 ± 0.0000" and ours[10] == "40 min"  # (10 + 70) / 2 minutes
+    assert ours[11] == "`recforge-train -m experiment=toys_sasrec seed=1,2 dataset.root=../shared/data`"
     assert ratio[3] == "ratio" and ratio[7] == f"{0.038 / 0.0374:.2f}" == "1.02"
     assert "| Toys | BERT4Rec | published |" in script.table(records)
-    assert lines[-1] == "| all | | 2 timed runs | | | | | | | 1.3 h in all; 11 cells without a timed run |"  # 80 min
+    assert lines[-1] == "| all | | 2 timed runs | | | | | | | 1.3 h in all; 11 cells without a timed run | |"  # 80 min
     assert "ours: not run yet" in lines[lines.index(
-        "| Toys | BERT4Rec | published | 0.0116 | 0.0071 | 0.0203 | 0.0099 | 0.0358 | 0.0138 | |") + 1]
+        "| Toys | BERT4Rec | published | 0.0116 | 0.0071 | 0.0203 | 0.0099 | 0.0358 | 0.0138 | | |") + 1]
 
 
 def test_the_total_estimates_three_seeds_of_every_cell_once_all_are_timed(tmp_path):
@@ -62,11 +63,11 @@ def test_the_total_estimates_three_seeds_of_every_cell_once_all_are_timed(tmp_pa
                 record = {"seed": seed, "test": {m: 0.01 for m in METRICS}, "wall_seconds": 60.0 * minutes}
                 (tmp_path / f"{dataset}_{model}_seed{seed}.json").write_text(json.dumps(record))
     # 24 runs of 10 and 30 min = 8 h; 12 cells x 3 seeds x 20 min mean = 12 h
-    assert script.totals(tmp_path) == "| all | | 24 timed runs | | | | | | | 8.0 h in all; all 12 cells × 3 seeds ≈ 12 h |"
+    assert script.totals(tmp_path) == "| all | | 24 timed runs | | | | | | | 8.0 h in all; all 12 cells × 3 seeds ≈ 12 h | |"
     for seed in (42, 1):
         (tmp_path / f"yelp_bert4rec_seed{seed}.json").unlink()
     # 22 runs, 11 x (10 + 30) min = 7.33 h
-    assert script.totals(tmp_path) == "| all | | 22 timed runs | | | | | | | 7.3 h in all; 1 cell without a timed run |"
+    assert script.totals(tmp_path) == "| all | | 22 timed runs | | | | | | | 7.3 h in all; 1 cell without a timed run | |"
 
 
 def test_the_table_is_replaced_in_the_page_and_nothing_else():
