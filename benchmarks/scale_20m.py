@@ -255,7 +255,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
     """The run as markdown: command, machine, data, model, then one table row per stage."""
     stats, setup, mach = result["dataset"], result["setup"], result["machine"]
     machine_line = (f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gib']} GiB; torch {mach['torch']}, "
-                    f"lightning {mach['lightning']}, {setup['torch_threads']} torch threads; {mach['date']}; "
+                    f"lightning {mach['lightning']}, {setup['torch_threads']} torch thread{'' if setup['torch_threads'] == 1 else 's'}; {mach['date']}; "
                     f"load average at the end {mach['load_average_at_end']}.")
     data_line = (f"Data: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions "
                  f"(mean length {stats['mean_length']:.1f}, max {stats['max_length']}); "

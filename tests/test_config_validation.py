@@ -104,6 +104,7 @@ RANGE = [
     (["dataset.cold_items=1.0"], "dataset.cold_items=1.0 must be a number in [0, 1)."),
     (["dataset.cold_items=-0.2"], "dataset.cold_items=-0.2 must be a number in [0, 1)."),
     (["dataset.cold_seed=-1"], "dataset.cold_seed=-1 must be an integer >= 0."),
+    (["dataset.train_stride=0"], "dataset.train_stride=0 must be an integer >= 1 (or null)."),
 ]
 
 
@@ -149,6 +150,8 @@ CROSS = [
      "item_embedder.hidden_size=33 must be divisible by encoder.num_heads=2 (attention heads split the hidden size)."),
     (["encoder.max_len=5"],
      "encoder.max_len=5 must be >= dataset.max_len=50 (the encoder needs a position for every item of the input window)."),
+    (["dataset.train_stride=51"],
+     "dataset.train_stride=51 must be <= dataset.max_len=50 (windows further apart would leave targets out of training)."),
     (["dataset/split=temporal_ratio", "dataset.split.train=0.9", "dataset.split.val=0.2"],
      "dataset.split.train=0.9 + dataset.split.val=0.2 must be < 1 (the rest of each sequence is the test part)."),
     (["dataset/split=temporal_ratio", "dataset.cold_items=0.2"],
@@ -227,6 +230,7 @@ def test_required_value_is_reported_before_the_rules():
 
 ACCEPTED = [
     ["optimizer.lr=1"], ["optimizer.lr=1e-9"], ["encoder.dropout=0"], ["encoder.dropout=0.99"], ["dataset.max_len=2"],
+    ["dataset.train_stride=1"], ["dataset.train_stride=50"], ["dataset.train_stride=null"],
     ["evaluation.ks=[1]", "objective=val/ndcg@1"], ["callbacks.early_stopping.patience=0"], ["trainer.max_epochs=-1"],
     ["trainer.max_epochs=null"], ["trainer.devices=-1"], ["trainer.devices=auto"], ["trainer.devices=[0,1]"],
     ["trainer.precision=16"], ["trainer.precision=bf16-mixed"], ["trainer.precision=64-true"],

@@ -89,6 +89,42 @@ def test_every_encoder_and_loss_learns(encoder, loss, compose_train, tmp_path):
     assert Path(written["best_checkpoint"]).is_file()
 
 
+@pytest.mark.parametrize("encoder", ["sasrec", "gru4rec"])
+def test_training_step_counts_only_the_targets_a_window_owns(encoder, compose_train):
+    cfg = compose_train(f"encoder={encoder}", *TINY)
+    datamodule, module = build(cfg)
+    datamodule.setup("fit")
+    batch = datamodule.train_set.__getitems__(list(range(8)))
+    module.eval()  # no dropout: the same hidden states in every call
+    everything = module.training_step(batch, 0)
+    owned = module.training_step({**batch, "new_targets": torch.tensor([2, 1, 2, 1, 2, 1, 2, 1])}, 0)
+    inputs, targets = module.encoder.training_pairs(batch["items"])  # (8, T), (8, T)
+    hidden = module.encode(inputs, None)  # (8, T, H)
+    keep = torch.zeros_like(targets, dtype=torch.bool)
+    keep[0::2, -2:], keep[1::2, -1:] = True, True
+    keep &= targets > 0
+    assert keep.sum() == 12  # every row's last two targets are real items
+    expected = module.loss(hidden[keep], targets[keep], module.decoder)
+    assert torch.allclose(owned, expected, rtol=1e-6) and not torch.allclose(owned, everything)
+    assert torch.allclose(everything, module.loss(hidden[targets > 0], targets[targets > 0], module.decoder), rtol=1e-6)
+
+
+@pytest.mark.parametrize("encoder", ["sasrec", "bert4rec"])
+def test_overlapping_windows_train(encoder, compose_train):
+    cfg = compose_train(f"encoder={encoder}", "dataset.train_stride=3", "trainer.max_epochs=4", *TINY)
+    out = Path(cfg.paths.output_dir)
+    datamodule, _ = build(cfg)
+    datamodule.setup("fit")
+    default, _ = build(compose_train(f"encoder={encoder}", *TINY))
+    default.setup("fit")
+    # 3 windows (ending every 3 items) for every 10-item window without overlap, give or take a user's remainder
+    assert 2.5 < len(datamodule.train_set) / len(default.train_set) < 3.5
+    train(cfg)
+    losses = epoch_losses(out)
+    assert sorted(losses) == [0, 1, 2, 3] and losses[3] < losses[0], losses
+    assert read_json(out / "metrics.json")["dataset"]["train_windows"] == len(datamodule.train_set)
+
+
 def _training_counts(cfg: DictConfig, item_ids: np.ndarray) -> np.ndarray:
     """Training counts per internal id, computed from the raw reader output (leave-one-out: all but 2)."""
     raw = instantiate(cfg.dataset.reader).read().sort_values(["user", "timestamp"], kind="stable")

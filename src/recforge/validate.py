@@ -197,6 +197,7 @@ RULES: tuple[Rule, ...] = (
     Rule("dataset.bucket_by_length", BOOLEAN),
     Rule("dataset.cold_items", number_in(0, 1)),
     Rule("dataset.cold_seed", int_at_least(0)),
+    Rule("dataset.train_stride", optional(int_at_least(1))),
     Rule("dataset.split.train", UNIT_OPEN),
     Rule("dataset.split.val", UNIT_OPEN),
     Rule("dataset.reader.download", BOOLEAN),
@@ -327,6 +328,16 @@ def encoder_window_covers_data(cfg: DictConfig) -> str | None:
         return None
     return (f"encoder.max_len={encoder_len} must be >= dataset.max_len={data_len} "
             f"(the encoder needs a position for every item of the input window)")
+
+
+def stride_within_window(cfg: DictConfig) -> str | None:
+    """Overlapping training windows end at most one window length apart (a larger stride would skip targets)."""
+    stride = valid(cfg, "dataset.train_stride", optional(int_at_least(1)))
+    data_len = valid(cfg, "dataset.max_len", int_at_least(2))
+    if stride is _ABSENT or stride is None or data_len is _ABSENT or stride <= data_len:
+        return None
+    return (f"dataset.train_stride={stride} must be <= dataset.max_len={data_len} "
+            "(windows further apart would leave targets out of training)")
 
 
 def split_leaves_test(cfg: DictConfig) -> str | None:
@@ -525,7 +536,7 @@ def _unknown_argument(full_key: str, target: str, key: str, accepted: list[str])
 
 CrossCheck = Callable[[DictConfig], str | None | list[str]]
 CROSS_CHECKS: tuple[CrossCheck, ...] = (
-    heads_divide_hidden, encoder_window_covers_data, split_leaves_test, cold_items_compatible, lengths_ordered,
+    heads_divide_hidden, encoder_window_covers_data, stride_within_window, split_leaves_test, cold_items_compatible, lengths_ordered,
     objective_is_computed,
     task_matches_data,
     entries_have_targets, parts_paired, users_need_next_item_task, unknown_arguments,

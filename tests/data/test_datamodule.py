@@ -501,3 +501,23 @@ def test_cache_path_is_the_file_load_sequences_writes(tmp_path):
     dm.load_sequences()
     assert list((tmp_path / "cache").glob("*.npz")) == [path]
     assert path.name.startswith("tiny-") and make_dm(tmp_path, min_rating=2.0).cache_path() != path
+
+
+def test_overlapping_training_windows_carry_how_many_targets_they_own(tmp_path):
+    # u1's training items a b c d e (ids 1..5; f and g are validation and test): with max_len 3 and stride 2 the
+    # windows end at e and at c; each owns its last 2 transitions (c->d d->e | a->b b->c)
+    dm = make_dm(tmp_path, train_stride=2)
+    dm.setup("fit")
+    windows = dm.train_set.windows.tolist()
+    assert [2, 3, 4, 5] in windows and [0, 1, 2, 3] in windows
+    assert dm.train_set.new_targets[windows.index([2, 3, 4, 5])] == 2
+    assert dm.train_set.new_targets[windows.index([0, 1, 2, 3])] == 2
+    batch = dm.train_set.__getitems__([0, 1])
+    assert batch["new_targets"].tolist() == dm.train_set.new_targets[:2].tolist()
+    # stride = max_len is the default layout, with no new_targets key
+    default, same = make_dm(tmp_path), make_dm(tmp_path, train_stride=3)
+    default.setup("fit"), same.setup("fit")
+    assert torch.equal(default.train_set.windows, same.train_set.windows) and same.train_set.new_targets is None
+    assert "new_targets" not in same.train_set.__getitems__([0])
+    with pytest.raises(RecforgeError, match=r"^dataset.train_stride=4 must be between 1 and dataset.max_len=3 "):
+        make_dm(tmp_path, train_stride=4)

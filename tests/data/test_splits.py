@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from recforge.data.splits import LeaveOneOut, TemporalRatio, _ranges, training_windows
+from recforge.data.splits import LeaveOneOut, TemporalRatio, _ranges, training_windows, window_new_targets
 from recforge.errors import RecforgeError
 
 
@@ -119,6 +119,57 @@ def test_training_windows_parity_with_loop():
             training_windows(indptr_of(lengths), train_lengths, max_len),
             loop_training_windows(indptr_of(lengths), train_lengths, max_len),
         )
+
+
+def owned_transitions(windows: np.ndarray, new_targets: np.ndarray) -> list[tuple[int, int, int]]:
+    """(input, target, context) for the last ``new`` transitions of every window; context = real items up to and
+    including the input."""
+    out = []
+    for row, new in zip(windows.tolist(), new_targets.tolist()):
+        pairs = list(zip(row[:-1], row[1:]))
+        for position in range(len(pairs) - new, len(pairs)):
+            a, b = pairs[position]
+            assert a >= 0  # an owned target always has a real input
+            out.append((a, b, sum(1 for i in row[:position + 1] if i >= 0)))
+    return out
+
+
+def test_training_windows_stride_2_length_7_max_len_3():
+    # one user, 7 training items at flat 0..6: windows of 4 indices end every 2 items (flat 6, 4, 2)
+    w = training_windows(indptr_of([7]), np.array([7]), 3, stride=2)
+    assert w.tolist() == [[3, 4, 5, 6], [1, 2, 3, 4], [-1, 0, 1, 2]]
+    new = window_new_targets(np.array([7]), 2)
+    assert new.tolist() == [2, 2, 2]  # each window owns its last 2 transitions: 4->5 5->6 | 2->3 3->4 | 0->1 1->2
+    assert owned_transitions(w, new) == [(4, 5, 2), (5, 6, 3), (2, 3, 2), (3, 4, 3), (0, 1, 1), (1, 2, 2)]
+    # the earliest window owns what is left: 5 transitions, stride 2 -> 2, 2, 1
+    assert window_new_targets(np.array([6]), 2).tolist() == [2, 2, 1]
+
+
+def test_stride_equal_to_max_len_is_the_default_and_owns_every_target():
+    lengths = np.array([7, 3, 1, 0, 12])
+    train_lengths = np.maximum(lengths - 1, 0)
+    w = training_windows(indptr_of(lengths), train_lengths, 3)
+    np.testing.assert_array_equal(training_windows(indptr_of(lengths), train_lengths, 3, stride=3), w)
+    new = window_new_targets(train_lengths, 3)
+    assert new.tolist() == [sum(1 for a in row[:-1] if a >= 0) for row in w.tolist()]  # all real transitions
+
+
+@pytest.mark.parametrize("stride", [1, 2, 7, 10])
+def test_strided_windows_own_every_transition_once_with_the_longest_context(stride):
+    rng = np.random.default_rng(stride)
+    lengths = rng.integers(0, 40, 80)
+    train_lengths = np.maximum(lengths - rng.integers(0, 3, 80), 0)
+    indptr, max_len = indptr_of(lengths), 10
+    w = training_windows(indptr, train_lengths, max_len, stride=stride)
+    new = window_new_targets(train_lengths, stride)
+    assert new.shape == (w.shape[0],) and (new >= 1).all() and (new <= stride).all()
+    owned = owned_transitions(w, new)
+    expected = [(s + i, s + i + 1) for s, n in zip(indptr[:-1].tolist(), train_lengths.tolist()) for i in range(n - 1)]
+    assert Counter((a, b) for a, b, _ in owned) == Counter(expected)  # every transition exactly once
+    user_of = np.searchsorted(indptr, np.arange(indptr[-1]), side="right") - 1
+    for a, _, context in owned:  # as many items as the window allows: all the user's so far, at least L - stride + 1
+        available = a - indptr[user_of[a]] + 1
+        assert context >= min(available, max_len - stride + 1)
 
 
 @pytest.mark.parametrize("split_fn", [LeaveOneOut(), TemporalRatio(0.7, 0.15)], ids=["loo", "ratio"])

@@ -31,7 +31,7 @@ from recforge.data.preprocess import (
     to_sequences,
 )
 from recforge.data.cold import choose_cold_items, cold_target_counts, hold_out_items
-from recforge.data.splits import LeaveOneOut, Split, training_windows
+from recforge.data.splits import LeaveOneOut, Split, training_windows, window_new_targets
 from recforge.errors import RecforgeError
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,14 @@ class TrainingData:
 
 class TrainWindows(Dataset):
     """Training windows of max_len + 1 item ids, left-padded with 0, and the user row of each window (batch key
-    ``user``, read by encoders with ``uses_users``; without ``users`` batches have no ``user`` key)."""
+    ``user``, read by encoders with ``uses_users``; without ``users`` batches have no ``user`` key). Overlapping
+    windows (``dataset.train_stride``) also carry ``new_targets``: how many of the window's last targets it owns
+    (batch key ``new_targets``; the training step counts only those)."""
 
-    def __init__(self, windows: Tensor, users: Tensor | None = None) -> None:
+    def __init__(self, windows: Tensor, users: Tensor | None = None, new_targets: Tensor | None = None) -> None:
         self.windows = windows  # (W, L+1)
         self.users = users  # (W,) or None
+        self.new_targets = new_targets  # (W,) or None
 
     def __len__(self) -> int:
         return self.windows.shape[0]
@@ -103,6 +106,8 @@ class TrainWindows(Dataset):
         batch = {"items": trim_left_padding(self.windows[idx], keep=2)}  # (B, <= L+1)
         if self.users is not None:
             batch["user"] = self.users[idx]  # (B,)
+        if self.new_targets is not None:
+            batch["new_targets"] = self.new_targets[idx]  # (B,)
         return batch
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
@@ -207,10 +212,16 @@ class SequenceDataModule(L.LightningDataModule):
         root: str | None = None,
         cold_items: float = 0.0,
         cold_seed: int = 0,
+        train_stride: int | None = None,
     ) -> None:
         super().__init__()
         if max_len < 2:
             raise RecforgeError(f"dataset.max_len={max_len} must be at least 2.")
+        if train_stride is not None and not 1 <= train_stride <= max_len:
+            raise RecforgeError(f"dataset.train_stride={train_stride} must be between 1 and dataset.max_len={max_len} "
+                                "(or null: windows end every max_len items and do not overlap).")
+        # overlapping training windows: one ends every train_stride items (None = max_len, no overlap)
+        self.train_stride = None if train_stride == max_len else train_stride
         if not 0 <= cold_items < 1:
             raise RecforgeError(f"dataset.cold_items={cold_items} must be a fraction in [0, 1).")
         self.name, self.reader, self.split_fn, self.max_len = name, reader, split, max_len
@@ -296,10 +307,13 @@ class SequenceDataModule(L.LightningDataModule):
         split = self._split(seqs)
         items = torch.from_numpy(seqs.items)
         indptr = torch.from_numpy(seqs.indptr)
-        idx = training_windows(seqs.indptr, split.train_lengths, self.max_len)  # (W, L+1)
+        idx = training_windows(seqs.indptr, split.train_lengths, self.max_len, self.train_stride)  # (W, L+1)
         windows = np.where(idx >= 0, seqs.items[np.maximum(idx, 0)], 0)
         window_users = np.searchsorted(seqs.indptr, idx[:, -1], side="right") - 1  # (W,) user of each last item
-        self.train_set = TrainWindows(torch.from_numpy(windows), torch.from_numpy(window_users))
+        new_targets = None
+        if self.train_stride is not None:
+            new_targets = torch.from_numpy(window_new_targets(split.train_lengths, self.train_stride))  # (W,)
+        self.train_set = TrainWindows(torch.from_numpy(windows), torch.from_numpy(window_users), new_targets)
         self.val_set = EvalSamples(items, indptr, torch.from_numpy(split.val), self.max_len)
         self.test_set = EvalSamples(items, indptr, torch.from_numpy(split.test), self.max_len)
         self.training_data = TrainingData.from_sequences(seqs.items, seqs.indptr, split.train_lengths, seqs.num_items)

@@ -65,16 +65,31 @@ def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     return np.stack([users, np.repeat(starts, counts) + offsets], axis=1).astype(np.int64)
 
 
-def training_windows(indptr: np.ndarray, train_lengths: np.ndarray, max_len: int) -> np.ndarray:
+def training_windows(indptr: np.ndarray, train_lengths: np.ndarray, max_len: int,
+                     stride: int | None = None) -> np.ndarray:
     """Flat indices of training windows of max_len + 1 items, cut from the end of each training sequence.
 
-    Consecutive windows share one item, so every transition (i -> i+1) is a training target exactly once.
+    Windows end every ``stride`` items (default ``max_len``: consecutive windows share one item, so every
+    transition (i -> i+1) is a training target exactly once). A smaller stride makes windows overlap; each
+    window then owns only its last targets (:func:`window_new_targets`), so each transition is still counted
+    once, predicted from at least ``max_len - stride`` earlier items when the user has them.
     Returns (W, max_len + 1) indices into the flat item array, -1 for left padding.
     """
+    stride = max_len if stride is None else stride
     transitions = np.maximum(train_lengths - 1, 0)  # (U,)
-    n_windows = -(-transitions // max_len)  # ceil
+    n_windows = -(-transitions // stride)  # ceil
     users = np.repeat(np.arange(len(train_lengths)), n_windows)  # (W,)
     j = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
-    last = indptr[users] + train_lengths[users] - 1 - j * max_len  # (W,) flat index of last item
+    last = indptr[users] + train_lengths[users] - 1 - j * stride  # (W,) flat index of last item
     idx = last[:, None] - np.arange(max_len, -1, -1)[None, :]  # (W, L+1)
     return np.where(idx >= indptr[users][:, None], idx, -1)
+
+
+def window_new_targets(train_lengths: np.ndarray, stride: int) -> np.ndarray:
+    """For the windows of :func:`training_windows` with this ``stride``: how many targets, counted from the
+    window's end, the window owns. Every transition belongs to the window that ends nearest after it, where it
+    has the longest context; the window's earlier targets are owned by earlier windows. (W,)"""
+    transitions = np.maximum(train_lengths - 1, 0)  # (U,)
+    n_windows = -(-transitions // stride)  # ceil
+    j = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    return np.minimum(stride, np.repeat(transitions, n_windows) - j * stride)

@@ -119,6 +119,9 @@ class NextItemModule(TaskModule):
         inputs, targets = self.encoder.training_pairs(batch["items"])  # (B, L), (B, L)
         hidden = self.encode(inputs, batch.get("user"))  # (B, L, H)
         valid = targets > 0  # (B, L)
+        if "new_targets" in batch:  # overlapping windows (dataset.train_stride): only the window's own last targets
+            first_own = targets.shape[1] - batch["new_targets"]  # (B,)
+            valid &= torch.arange(targets.shape[1], device=targets.device) >= first_own[:, None]
         decoder = self.decoder if self.cold_items is None else WithoutItems(self.decoder, self.cold_items)
         loss = self.loss(hidden[valid], targets[valid], decoder)  # hidden[valid]: (M, H)
         # train/loss is logged once per epoch (on_train_epoch_end) from sums kept on the device: no host sync for
