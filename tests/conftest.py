@@ -1,8 +1,10 @@
 """Shared fixtures: the real data folder beside the project, and composing train.yaml like the CLI does."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import pytest
@@ -21,6 +23,19 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def project_script() -> Callable[[str], ModuleType]:
+    """Load one of the project's scripts (benchmarks/, experiments/) as a module: project_script("benchmarks/overhead.py")."""
+
+    def _load(relative: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(Path(relative).stem, PROJECT / relative)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module
+
+    return _load
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,11 @@
 """benchmarks/eval_speed.py on the generated dataset: the speed-up arms rank the users as before."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-PROJECT = Path(__file__).resolve().parents[1]
 
 
-def test_every_arm_gives_identical_ranks_and_times_every_stage(tmp_path):
-    spec = importlib.util.spec_from_file_location("eval_speed", PROJECT / "benchmarks" / "eval_speed.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+def test_every_arm_gives_identical_ranks_and_times_every_stage(tmp_path, project_script):
+    bench = project_script("benchmarks/eval_speed.py")
     result = bench.main(["--dataset", "synthetic", "--repeats", "1", "--out", str(tmp_path / "speed.json")])
     users = result["users"]
     for name, agree in result["agreement_with_before"].items():  # float order may flip a rare near-tie only

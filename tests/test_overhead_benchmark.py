@@ -3,21 +3,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
-from pathlib import Path
-
-PROJECT = Path(__file__).resolve().parents[1]
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("overhead", PROJECT / "benchmarks" / "overhead.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
-    return bench
-
-
-def test_bare_loop_sees_recforge_batches_across_bucket_pools_and_epochs():
-    bench = load_benchmark()
+def test_bare_loop_sees_recforge_batches_across_bucket_pools_and_epochs(project_script):
+    bench = project_script("benchmarks/overhead.py")
     # 300 generated users -> 83 training windows of batch 4 per epoch; the length-bucket sampler starts a new pool
     # every 50 batches (drawing from the global random state), so 100 steps cross a pool and an epoch boundary.
     overrides = ["dataset.reader.num_users=300", "dataset.batch_size=4", "trainer.max_epochs=3"]

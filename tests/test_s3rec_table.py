@@ -1,19 +1,11 @@
 """experiments/s3rec_table.py: finished runs become committed records, and the table averages the records."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("s3rec_table", PROJECT / "experiments" / "s3rec_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def fake_run(root: Path, seed: int, ndcg10: float, wall: str) -> None:
@@ -27,8 +19,8 @@ def fake_run(root: Path, seed: int, ndcg10: float, wall: str) -> None:
     run.with_suffix(".time").write_text(f"\tElapsed (wall clock) time (h:mm:ss or m:ss): {wall}\n")
 
 
-def test_runs_are_recorded_and_averaged_against_the_published_row(tmp_path):
-    script = load_script()
+def test_runs_are_recorded_and_averaged_against_the_published_row(tmp_path, project_script):
+    script = project_script("experiments/s3rec_table.py")
     runs, records = tmp_path / "runs", tmp_path / "records"
     fake_run(runs, 1, 0.0400, "10:00.00")
     fake_run(runs, 2, 0.0360, "1:10:00")  # 70 minutes
@@ -55,8 +47,8 @@ def test_runs_are_recorded_and_averaged_against_the_published_row(tmp_path):
         "| Toys | BERT4Rec | published | 0.0116 | 0.0071 | 0.0203 | 0.0099 | 0.0358 | 0.0138 | | |") + 1]
 
 
-def test_the_total_estimates_three_seeds_of_every_cell_once_all_are_timed(tmp_path):
-    script = load_script()
+def test_the_total_estimates_three_seeds_of_every_cell_once_all_are_timed(tmp_path, project_script):
+    script = project_script("experiments/s3rec_table.py")
     for dataset in script.DATASETS:
         for model, _ in script.MODELS:
             for seed, minutes in ((42, 10), (1, 30)):
@@ -70,8 +62,8 @@ def test_the_total_estimates_three_seeds_of_every_cell_once_all_are_timed(tmp_pa
     assert script.totals(tmp_path) == "| all | | 22 timed runs | | | | | | | 7.3 h in all; 1 cell without a timed run | |"
 
 
-def test_the_table_is_replaced_in_the_page_and_nothing_else():
-    script = load_script()
+def test_the_table_is_replaced_in_the_page_and_nothing_else(project_script):
+    script = project_script("experiments/s3rec_table.py")
     page = "# title\n\nintro\n\n| data | model | n | x |\n|---|\n| old | row |\n\nReading the table: text\n"
     new = "| data | model | n | y |\n|---|\n| new | row |\n| second | row |"
     assert script.replace_table(page, new) == ("# title\n\nintro\n\n| data | model | n | y |\n|---|\n| new | row |\n"

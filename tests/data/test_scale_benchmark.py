@@ -1,22 +1,12 @@
 """benchmarks/scale_20m.py end to end on a tiny slice: every stage is timed, evaluation covers every user."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[2]
 
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("scale_20m", PROJECT / "benchmarks" / "scale_20m.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def test_tiny_run_times_every_stage_and_evaluates_every_user(tmp_path, capsys):
-    bench = load_benchmark()
+def test_tiny_run_times_every_stage_and_evaluates_every_user(tmp_path, capsys, project_script):
+    bench = project_script("benchmarks/scale_20m.py")
     out = tmp_path / "scale-0.0005"  # a dot in the name: outputs are <out>.json and <out>.md
     bench.main(["--scale", "0.0005", "--max-len", "10", "--batch-size", "64", "--eval-batch-size", "32",
                 "--item-chunk-size", "100", "--out", str(out), "dataset.reader.num_items=300"])
