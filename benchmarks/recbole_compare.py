@@ -52,6 +52,7 @@ RECBOLE_EVAL_BATCH = 4096
 RECBOLE_PREFIX = "recforge-"  # RecBole swaps a dataset named "ml-100k" for its bundled copy: never use bare names
 FINISHED = ("ok", "budget-capped")
 TARGET_SPEEDUP = 5.0
+RESERVED_KEYS = ("experiment", "dataset.root", "hydra.run.dir", "evaluation.mask_history", "trainer.max_epochs")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,31 @@ def parse_jobs(text: str | None) -> list[tuple[str, str]]:
 
 def settings_key(settings: dict[str, Any]) -> str:
     return json.dumps(settings, sort_keys=True)
+
+
+def job_settings(framework: str, base: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """The settings a job is recorded (and its directory named) under: recforge-only overrides are part of the
+    recforge job's settings, never of RecBole's (one RecBole run serves every recforge variant)."""
+    return {**base, "recforge_overrides": list(overrides)} if framework == "recforge" and overrides else dict(base)
+
+
+def base_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != "recforge_overrides"}
+
+
+def variant(record: dict[str, Any]) -> str:
+    """How a recforge row differs from the experiment config: its overrides, or "default"."""
+    return " ".join(record["settings"].get("recforge_overrides") or []) or "default"
+
+
+def parse_override(text: str) -> str:
+    """``key=value`` of a Hydra override (recforge runs only); the benchmark's own keys cannot be overridden."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected key=value, e.g. dataset.train_stride=1.")
+    if key.strip().lstrip("+~") in RESERVED_KEYS:
+        raise argparse.ArgumentTypeError(f"{text!r}: {key.strip()} is set by the benchmark for both frameworks.")
+    return f"{key.strip()}={value.strip()}"
 
 
 def record_key(dataset: str, model: str, framework: str, settings: dict[str, Any]) -> str:
@@ -245,7 +271,7 @@ def render_rows(rows: list[dict[str, Any]]) -> list[str]:
             "to own best epoch | training | s / epoch | eval all test users | peak RSS MiB | HR@5 | NDCG@5 | "
             "HR@10 | NDCG@10 | HR@20 | NDCG@20 |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
-    by_pair = {(r["dataset"], r["model"], r["framework"]): r for r in rows}
+    by_pair = {(r["dataset"], r["model"], r["framework"]): r for r in rows if r["framework"] == "recbole"}
     for r in rows:
         other = by_pair.get((r["dataset"], r["model"], "recbole"))
         if r["framework"] == "recbole":
@@ -257,7 +283,7 @@ def render_rows(rows: list[dict[str, Any]]) -> list[str]:
             reach_text = "not reached"
         t = r["test"]
         lines.append(
-            f"| {DATASET_NAMES.get(r['dataset'], r['dataset'])} | {RECBOLE_MODELS[r['model']]} | {r['framework']} "
+            f"| {DATASET_NAMES.get(r['dataset'], r['dataset'])} | {RECBOLE_MODELS[r['model']]} | {framework_cell(r)} "
             f"| {r['status']} | {r['best_epoch'] + 1} / {r['epochs_run']} | {reach_text} | {_sec(r['time_to_best'])} "
             f"| {_sec(r['train_seconds'])} | {r['train_seconds'] / max(r['epochs_run'], 1):.1f} "
             f"| {_sec(r['eval_seconds'])} | {r['peak_rss_mb']:.0f} | {_num(t.get('hr@5'))} | {_num(t.get('ndcg@5'))} "
@@ -265,20 +291,29 @@ def render_rows(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def framework_cell(record: dict[str, Any]) -> str:
+    return record["framework"] if variant(record) == "default" else f"recforge `{variant(record)}`"
+
+
 def render_ratios(rows: list[dict[str, Any]]) -> list[str]:
-    lines = [("| dataset | model | RecBole best test NDCG@10 | time to reach it: RecBole / recforge (≥ 5×) | "
-              "eval all users: RecBole / recforge (≥ 5×) | final NDCG@10 recforge vs RecBole (not lower) | "
-              "training time RecBole / recforge | peak RSS RecBole / recforge |"),
-             "|---|---|---|---|---|---|---|---|"]
-    by_pair = {(r["dataset"], r["model"], r["framework"]): r for r in rows}
-    for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
-        recbole, recforge = by_pair.get((dataset, model, "recbole")), by_pair.get((dataset, model, "recforge"))
-        if not (recbole and recforge):
+    """One line per recforge row (each variant) against the RecBole row of its pair."""
+    lines = [("| dataset | model | recforge | RecBole best test NDCG@10 | "
+              "time to reach it: RecBole / recforge (≥ 5×) | eval all users: RecBole / recforge (≥ 5×) | "
+              "final NDCG@10 recforge vs RecBole (not lower) | training time RecBole / recforge | "
+              "peak RSS RecBole / recforge |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    recbole_rows = {(r["dataset"], r["model"]): r for r in rows if r["framework"] == "recbole"}
+    for recforge in (r for r in rows if r["framework"] == "recforge"):
+        dataset, model = recforge["dataset"], recforge["model"]
+        recbole = recbole_rows.get((dataset, model))
+        if not recbole:
             continue
         c = compare(recbole, recforge)
         change = "–" if c["ndcg@10_change"] is None else f"{c['ndcg@10_change']:+.1%}"
+        overrides = variant(recforge) if variant(recforge) == "default" else f"`{variant(recforge)}`"
         lines.append(
-            f"| {DATASET_NAMES.get(dataset, dataset)} | {RECBOLE_MODELS[model]} | {_num(c['recbole_best_test_ndcg@10'])} "
+            f"| {DATASET_NAMES.get(dataset, dataset)} | {RECBOLE_MODELS[model]} | {overrides} "
+            f"| {_num(c['recbole_best_test_ndcg@10'])} "
             f"| {_times(c['reach_speedup'])} {'met' if c['reach_met'] else 'NOT met'} "
             f"| {_times(c['eval_speedup'])} {'met' if c['eval_met'] else 'NOT met'} "
             f"| {change} {'met' if c['ndcg_met'] else 'NOT met'} | {c['train_time_ratio']:.1f}× | {c['rss_ratio']:.1f}× |")
@@ -301,15 +336,17 @@ def render(records: list[dict[str, Any]], note: str | None = None) -> str:
                                      for fw, vs in sorted(versions.items())) + ".", ""]
     out += PROTOCOL_TEXT
     groups: dict[str, list[dict[str, Any]]] = {}
-    for r in kept:
-        groups.setdefault(settings_key(r["settings"]), []).append(r)
+    for r in kept:  # recforge variants share their RecBole row: grouped by the settings both frameworks ran with
+        groups.setdefault(settings_key(base_settings(r["settings"])), []).append(r)
     for key, rows in groups.items():
         order = {pair: i for i, pair in enumerate(PAIRS)}
-        rows.sort(key=lambda r: (order.get((r["dataset"], r["model"]), 99), r["framework"]))
-        out += [f"## Settings: {describe(json.loads(key))}", "", "```bash", rows[0]["driver_command"], "```", ""]
+        rows.sort(key=lambda r: (order.get((r["dataset"], r["model"]), 99), r["framework"], variant(r) != "default",
+                                 variant(r)))
+        drivers = list(dict.fromkeys(r["driver_command"] for r in sorted(rows, key=lambda r: r["finished"])))
+        out += [f"## Settings: {describe(json.loads(key))}", "", "```bash", *drivers, "```", ""]
         ratios = render_ratios(rows)
         out += render_rows(rows) + [""] + (ratios + [""] if len(ratios) > 2 else [])
-        mismatched = [f"{r['dataset']}" for r in rows if r["framework"] == "recbole" and not r.get("split_matches")]
+        mismatched = [r["dataset"] for r in rows if r["framework"] == "recbole" and not r.get("split_matches")]
         if mismatched:
             out += [(f"**Split check FAILED** for {', '.join(sorted(set(mismatched)))}: RecBole's validation/test "
                     "samples differ from recforge's; the comparison of those rows is not valid."), ""]
@@ -336,8 +373,10 @@ PROTOCOL_TEXT = [
      "*peak RSS* = the whole job process (data loading included). Speed-ups are RecBole / recforge."),
     "",
     ("Known differences that remain (each framework's own design, not settings): RecBole trains on every prefix "
-     "of every sequence as a separate padded sample of length 50, recforge on non-overlapping windows of 51 items "
-     "with a loss at every position (the same next-item targets); RecBole's SASRec is post-LayerNorm, recforge's "
+     "of every sequence as a separate padded sample of length 50, recforge by default on non-overlapping windows of 51 "
+     "items with a loss at every position (the same next-item targets; rows marked `dataset.train_stride=1` use "
+     "overlapping windows ending at every item, each owning only its last target, so every target is predicted "
+     "from up to 50 earlier items as in RecBole); RecBole's SASRec is post-LayerNorm, recforge's "
       "pre-LayerNorm. RecBole's sequential full ranking does not mask history by itself; with history masked, the "
      "runner passes each user's earlier items (never the target) to RecBole's own `history_index` masking. "
      "RecBole gets the data under the name `recforge-<dataset>`: a dataset named `ml-100k` is silently replaced "
@@ -485,6 +524,7 @@ def run_recforge(job: Job, job_dir: Path, args: argparse.Namespace, settings: di
         "+callbacks.bench._target_=recforge_bench_callbacks.BenchClock", f"+callbacks.bench.path={clock}"]
     if args.max_epochs:
         cmd.append(f"trainer.max_epochs={args.max_epochs}")
+    cmd += settings.get("recforge_overrides", [])
     bench_dir = str(PROJECT / "benchmarks")
     env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [bench_dir, env.get("PYTHONPATH")]))}
     code, wall, rss = measure(cmd, PROJECT, env, job_dir / "log.txt")
@@ -505,12 +545,12 @@ def run_recforge(job: Job, job_dir: Path, args: argparse.Namespace, settings: di
 
 
 def run_jobs(args: argparse.Namespace) -> None:
-    settings = {"mask_history": args.mask_history, "max_epochs": args.max_epochs,
-                "budget_minutes": args.budget_minutes, "threads": args.threads}
+    base = {"mask_history": args.mask_history, "max_epochs": args.max_epochs,
+            "budget_minutes": args.budget_minutes, "threads": args.threads}
     pairs = parse_jobs(args.jobs)
     done = finished_keys(read_jsonl(args.out))
-    todo = [job for job in job_order(pairs)
-            if record_key(job.dataset, job.model, job.framework, settings) not in done]
+    todo = [job for job in job_order(pairs) if record_key(
+        job.dataset, job.model, job.framework, job_settings(job.framework, base, args.recforge_overrides)) not in done]
     if not todo:
         print("every selected job already finished; rendering the report")
         return
@@ -521,8 +561,9 @@ def run_jobs(args: argparse.Namespace) -> None:
     first_model = {job.dataset: job.model for job in reversed(todo)}
     exports = {dataset: export_dataset(dataset, EXPERIMENTS[(dataset, model)], args.data_root, BENCH / "data")
                for dataset, model in first_model.items()}
-    tag = hashlib.sha256(settings_key(settings).encode()).hexdigest()[:8]
     for job in todo:
+        settings = job_settings(job.framework, base, args.recforge_overrides)
+        tag = hashlib.sha256(settings_key(settings).encode()).hexdigest()[:8]
         job_dir = BENCH / "jobs" / f"{job.dataset}_{job.model}_{job.framework}_{tag}"
         resumed = prepare_job_dir(job_dir, job.framework)
         print(f"{dt.datetime.now():%H:%M:%S} {job.framework} {job.dataset} {job.model} -> {job_dir}"
@@ -556,6 +597,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="RecBole only: stop after the first epoch ending past this much training time")
     p.add_argument("--no-mask-history", dest="mask_history", action="store_false",
                    help="evaluate without masking the user's earlier items (RecBole's own default)")
+    p.add_argument("--recforge-override", dest="recforge_overrides", action="append", default=[],
+                   type=parse_override, metavar="KEY=VALUE",
+                   help="a Hydra override for the recforge runs only, recorded as their own variant against the "
+                        "same RecBole run (repeatable), e.g. dataset.train_stride=1")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every job (default: torch's default)")
     p.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "recbole_compare.jsonl",
                    help="JSON lines, one per finished job (committed)")

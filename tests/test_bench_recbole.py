@@ -2,6 +2,7 @@
 inputs, and the benchmark clock on a tiny real fit. RecBole itself is not needed (nor imported)."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -287,6 +288,59 @@ def test_render_shows_both_rows_the_ratios_and_the_targets():
 def test_render_flags_a_split_mismatch():
     text = rc.render([{**RECBOLE, "split_matches": False}, RECFORGE])
     assert "Split check FAILED** for ml-100k" in text
+
+
+def test_recforge_overrides_make_their_own_variant_and_leave_recbole_settings_alone():
+    base = {"mask_history": True, "max_epochs": None, "budget_minutes": None, "threads": 1}
+    assert rc.job_settings("recbole", base, ["dataset.train_stride=1"]) == base  # same RecBole run (and directory)
+    assert rc.job_settings("recforge", base, []) == base
+    assert rc.job_settings("recforge", base, ["dataset.train_stride=1"]) == {
+        **base, "recforge_overrides": ["dataset.train_stride=1"]}
+    assert rc.base_settings(rc.job_settings("recforge", base, ["a=1"])) == base
+    assert rc.parse_override(" dataset.train_stride = 1 ") == "dataset.train_stride=1"
+    for bad, needle in (("dataset.train_stride", "expected key=value"), ("=1", "expected key=value"),
+                        ("trainer.max_epochs=3", "set by the benchmark"), ("+experiment=x", "set by the benchmark")):
+        with pytest.raises(argparse.ArgumentTypeError, match=needle):
+            rc.parse_override(bad)
+
+
+def test_a_bad_recforge_override_ends_argument_parsing_with_one_message(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        rc.parse_args(["--report", "--recforge-override", "dataset.root=/elsewhere"])
+    assert exit_info.value.code == 2
+    assert "dataset.root is set by the benchmark for both frameworks" in capsys.readouterr().err
+
+
+def test_run_jobs_reuses_the_finished_recbole_run_for_a_recforge_variant(tmp_path, monkeypatch):
+    base = {"mask_history": True, "max_epochs": None, "budget_minutes": None, "threads": 1}
+    out = tmp_path / "runs.jsonl"
+    out.write_text(json.dumps({**RECBOLE, "settings": base}) + "\n" + json.dumps({**RECFORGE, "settings": base}) + "\n")
+    ran: list[tuple[str, dict, str]] = []
+
+    def fake_recforge(job, job_dir, args, settings, env):
+        ran.append((job.framework, settings, job_dir.name))
+        return {k: v for k, v in RECFORGE.items() if k not in ("settings", "framework", "dataset", "model")}
+
+    monkeypatch.setattr(rc, "BENCH", tmp_path / "bench")
+    monkeypatch.setattr(rc, "run_recforge", fake_recforge)
+    monkeypatch.setattr(rc, "run_recbole", lambda *a: pytest.fail("the finished RecBole run must be reused"))
+    monkeypatch.setattr(rc, "ensure_venv", lambda venv: pytest.fail("no RecBole job: no venv needed"))
+    monkeypatch.setattr(rc, "export_dataset", lambda *a: {})
+    args = rc.parse_args(["--jobs", "ml-100k:sasrec", "--threads", "1", "--data-root", str(tmp_path),
+                          "--out", str(out), "--recforge-override", "dataset.train_stride=1"])
+    rc.run_jobs(args)
+    assert [(fw, s.get("recforge_overrides")) for fw, s, _ in ran] == [("recforge", ["dataset.train_stride=1"])]
+    assert ran[0][2].startswith("ml-100k_sasrec_recforge_") and ran[0][2] != "ml-100k_sasrec_recforge_" + \
+        rc.hashlib.sha256(rc.settings_key(base).encode()).hexdigest()[:8]  # its own directory
+    rc.run_jobs(args)  # finished now: nothing runs again
+    assert len(ran) == 1
+    text = rc.render(rc.read_jsonl(out))
+    assert text.count("## Settings:") == 1 and text.count("| ML-100K | SASRec | recbole |") == 1
+    assert "| ML-100K | SASRec | recforge | ok |" in text
+    assert "| ML-100K | SASRec | recforge `dataset.train_stride=1` | ok |" in text
+    assert "| ML-100K | SASRec | default | .0700 | 66.7× met |" in text
+    assert "| ML-100K | SASRec | `dataset.train_stride=1` | .0700 | 66.7× met |" in text
+    assert "--recforge-override dataset.train_stride=1" in text  # the variant's driver command is listed too
 
 
 # ------------------------------------------------------------------------------------------- RecBole masking

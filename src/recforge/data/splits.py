@@ -65,6 +65,15 @@ def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     return np.stack([users, np.repeat(starts, counts) + offsets], axis=1).astype(np.int64)
 
 
+def _window_positions(train_lengths: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per user: transitions (U,) and windows (U,) ending every ``stride`` items; per window: its index j (W,)
+    counted from the user's last window (0 = the window ending at the last training item)."""
+    transitions = np.maximum(train_lengths - 1, 0)  # (U,)
+    n_windows = -(-transitions // stride)  # (U,) ceil
+    j = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # (W,)
+    return transitions, n_windows, j
+
+
 def training_windows(indptr: np.ndarray, train_lengths: np.ndarray, max_len: int,
                      stride: int | None = None) -> np.ndarray:
     """Flat indices of training windows of max_len + 1 items, cut from the end of each training sequence.
@@ -76,10 +85,8 @@ def training_windows(indptr: np.ndarray, train_lengths: np.ndarray, max_len: int
     Returns (W, max_len + 1) indices into the flat item array, -1 for left padding.
     """
     stride = max_len if stride is None else stride
-    transitions = np.maximum(train_lengths - 1, 0)  # (U,)
-    n_windows = -(-transitions // stride)  # ceil
+    _, n_windows, j = _window_positions(train_lengths, stride)
     users = np.repeat(np.arange(len(train_lengths)), n_windows)  # (W,)
-    j = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
     last = indptr[users] + train_lengths[users] - 1 - j * stride  # (W,) flat index of last item
     idx = last[:, None] - np.arange(max_len, -1, -1)[None, :]  # (W, L+1)
     return np.where(idx >= indptr[users][:, None], idx, -1)
@@ -89,7 +96,5 @@ def window_new_targets(train_lengths: np.ndarray, stride: int) -> np.ndarray:
     """For the windows of :func:`training_windows` with this ``stride``: how many targets, counted from the
     window's end, the window owns. Every transition belongs to the window that ends nearest after it, where it
     has the longest context; the window's earlier targets are owned by earlier windows. (W,)"""
-    transitions = np.maximum(train_lengths - 1, 0)  # (U,)
-    n_windows = -(-transitions // stride)  # ceil
-    j = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    transitions, n_windows, j = _window_positions(train_lengths, stride)
     return np.minimum(stride, np.repeat(transitions, n_windows) - j * stride)
