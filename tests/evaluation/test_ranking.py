@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from recforge.evaluation.metrics import ranking_metrics
+from recforge.evaluation.metrics import ranking_metrics, target_ranks
 from recforge.evaluation.ranking import RankAccumulator, mask_history, rank_targets
 
 NEG_INF = float("-inf")
@@ -75,6 +75,40 @@ def test_rank_targets_with_and_without_history():
     assert rank_targets(scores, target, torch.tensor([[1, 3]])).tolist() == [2]
     # padding column 0 with the highest score never counts, and the input is unchanged
     assert scores[0, 0] == 10.0
+
+
+def test_rank_targets_with_ties_infinities_and_nan_hand_case():
+    # ids 0..5: scores [9, 5, 5, -inf, nan, 5]; target 2 (score 5)
+    scores = torch.tensor([[9.0, 5.0, 5.0, NEG_INF, math.nan, 5.0]] * 3)
+    targets = torch.tensor([2, 2, 3])
+    history = torch.tensor([[0, 0, 0], [1, 4, 1], [1, 2, 0]])
+    # row 0, nothing masked but id 0: ids 1 and 5 tie (count against), NaN id 4 counts against -> rank 4
+    # row 1, ids 1 and 4 masked (1 listed twice): only id 5 ties -> rank 2
+    # row 2, target id 3 at -inf: masked ids 1, 2 and 0 are -inf too, tie with it; 4 (NaN) and 5 -> rank 6
+    assert rank_targets(scores, targets, history).tolist() == [4, 2, 6]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rank_targets_equals_the_rank_on_a_masked_copy(dtype):
+    """The rank count corrected for masked ids == target_ranks over mask_history's copy, on scores with many
+    ties, -inf (cold items), NaN, duplicate history ids, the target in its own history and padding."""
+    g = torch.Generator().manual_seed(11)
+    for trial in range(40):
+        B, N, P = 16, int(torch.randint(2, 30, (1,), generator=g)), int(torch.randint(1, 12, (1,), generator=g))
+        scores = torch.randint(-3, 4, (B, N + 1), generator=g).float()  # few distinct values: ties everywhere
+        special = torch.rand(B, N + 1, generator=g)
+        scores[special < 0.1] = NEG_INF
+        scores[special > 0.95] = math.nan
+        scores = scores.to(dtype)
+        targets = torch.randint(1, N + 1, (B,), generator=g)
+        history = torch.randint(0, N + 1, (B, P), generator=g)
+        history[:, 0] = targets  # the target among its own earlier items (a repeat)
+        history[:, -1] = history[:, min(1, P - 1)]  # a duplicate id
+        expected = target_ranks(mask_history(scores.float(), history, targets), targets)
+        assert torch.equal(rank_targets(scores, targets, history), expected), trial
+        no_history = scores.float().clone()
+        no_history[:, 0] = NEG_INF
+        assert torch.equal(rank_targets(scores, targets, None), target_ranks(no_history, targets)), trial
 
 
 def test_rank_targets_invariant_to_batch_size():
