@@ -10,8 +10,10 @@ against all items with the history masked, four ways, alternating, ``--repeats``
 - ``+ sorted batches``: evaluation samples shortest history first (``LengthSortedSampler``, what
   ``dataset.bucket_by_length=true`` now does for evaluation), so each batch is trimmed to little padding;
 - ``+ last query``: the last transformer layer for the last position only (``encoder.final_state``);
-- ``now``: + the int32 count of the lower scores (``recforge.evaluation.metrics.target_ranks``), i.e. what
-  recforge runs today.
+- ``+ int32 count``: + the int32 count of the lower scores (``recforge.evaluation.metrics.target_ranks``) on
+  the masked copy of the scores (``mask_history``);
+- ``now``: no masked copy: the lower scores are counted as they are and corrected for the masked ids
+  (``recforge.evaluation.ranking.rank_targets``, the same ranks), i.e. what recforge runs today.
 
 The arms compute the same function, but float sums run in a different order when a batch is trimmed to another
 width or a layer runs on one query, so a near-tie can flip: the result counts the samples whose rank differs
@@ -41,14 +43,15 @@ from overhead import PROJECT, compose_config, machine, seed_all  # noqa: E402
 
 from recforge.data.datamodule import LengthSortedSampler, _identity  # noqa: E402
 from recforge.evaluation.metrics import ranking_metrics, target_ranks  # noqa: E402
-from recforge.evaluation.ranking import mask_history  # noqa: E402
+from recforge.evaluation.ranking import mask_history, rank_targets  # noqa: E402
 from recforge.train import build  # noqa: E402
 
-ARMS = {  # name: (sorted batches, last query only, int32 count)
-    "before": (False, False, False),
-    "+ sorted batches": (True, False, False),
-    "+ last query": (True, True, False),
-    "now": (True, True, True),
+ARMS = {  # name: (sorted batches, last query only, rank count: previous | int32 | corrected)
+    "before": (False, False, "previous"),
+    "+ sorted batches": (True, False, "previous"),
+    "+ last query": (True, True, "previous"),
+    "+ int32 count": (True, True, "int32"),
+    "now": (True, True, "corrected"),
 }
 
 
@@ -59,7 +62,7 @@ def previous_ranks(scores: Tensor, targets: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def one_pass(module: Any, loader: DataLoader, last_query: bool, int32_count: bool) -> tuple[dict[str, float], Tensor]:
+def one_pass(module: Any, loader: DataLoader, last_query: bool, count: str) -> tuple[dict[str, float], Tensor]:
     """Seconds per stage over the whole loader, and the ranks ordered by sample index."""
     encoder, decoder = module.encoder, module.decoder
     seconds = dict.fromkeys(["encoder", "decoder", "mask", "rank", "load"], 0.0)
@@ -73,9 +76,14 @@ def one_pass(module: Any, loader: DataLoader, last_query: bool, int32_count: boo
         t1 = time.perf_counter()
         scores = decoder(hidden).float()  # (B, N+1)
         t2 = time.perf_counter()
-        masked = mask_history(scores, batch["history"], batch["target"])  # (B, N+1)
-        t3 = time.perf_counter()
-        ranks.append(target_ranks(masked, batch["target"]) if int32_count else previous_ranks(masked, batch["target"]))
+        if count == "corrected":  # no masked copy
+            t3 = time.perf_counter()
+            ranks.append(rank_targets(scores, batch["target"], batch["history"]))
+        else:
+            masked = mask_history(scores, batch["history"], batch["target"])  # (B, N+1)
+            t3 = time.perf_counter()
+            rank = target_ranks if count == "int32" else previous_ranks
+            ranks.append(rank(masked, batch["target"]))
         t4 = time.perf_counter()
         index.append(batch["index"])
         seconds["load"] += t0 - clock
@@ -114,8 +122,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in ARMS}
     ranks: dict[str, Tensor] = {}
     for _ in range(args.repeats):
-        for name, (sorted_batches, last_query, int32_count) in ARMS.items():
-            seconds, ranks[name] = one_pass(module, loaders[sorted_batches], last_query, int32_count)
+        for name, (sorted_batches, last_query, count) in ARMS.items():
+            seconds, ranks[name] = one_pass(module, loaders[sorted_batches], last_query, count)
             runs[name].append(seconds)
     median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     ks = list(cfg.evaluation.ks)

@@ -12,11 +12,13 @@ def test_every_arm_gives_identical_ranks_and_times_every_stage(tmp_path, project
         assert agree["samples_ranked_differently"] <= users // 100, name
         assert agree["max_metric_difference"] <= 2 / users, name
     assert result["agreement_with_before"]["before"] == {"samples_ranked_differently": 0, "max_metric_difference": 0}
-    assert list(result["median_seconds"]) == ["before", "+ sorted batches", "+ last query", "now"]
+    assert list(result["median_seconds"]) == ["before", "+ sorted batches", "+ last query", "+ int32 count", "now"]
+    # the last three arms score the same batches the same way: the rank counts must agree exactly
+    assert result["agreement_with_before"]["now"] == result["agreement_with_before"]["+ int32 count"]
     for seconds in result["median_seconds"].values():
         parts = sum(seconds[k] for k in ("encoder", "decoder", "mask", "rank", "load"))
         assert abs(seconds["total"] - parts) < 1e-9 and seconds["encoder"] > 0  # one pass: total = its stages
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert saved["users"] == result["users"] > 0
-    assert (tmp_path / "speed.md").read_text().count("\n| ") == 5  # header + 4 arms
+    assert (tmp_path / "speed.md").read_text().count("\n| ") == 6  # header + 5 arms
     assert result["median_seconds"]["now"]["cpu"] > 0

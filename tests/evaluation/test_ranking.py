@@ -8,7 +8,13 @@ import torch
 import torch.distributed as dist
 
 from recforge.evaluation.metrics import ranking_metrics, target_ranks
-from recforge.evaluation.ranking import RankAccumulator, mask_history, rank_targets
+from recforge.evaluation.ranking import (
+    RankAccumulator,
+    mask_history,
+    rank_targets,
+    ranks_by_correction,
+    ranks_by_masked_copy,
+)
 
 NEG_INF = float("-inf")
 
@@ -89,12 +95,13 @@ def test_rank_targets_with_ties_infinities_and_nan_hand_case():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rank_targets_equals_the_rank_on_a_masked_copy(dtype):
-    """The rank count corrected for masked ids == target_ranks over mask_history's copy, on scores with many
-    ties, -inf (cold items), NaN, duplicate history ids, the target in its own history and padding."""
+def test_both_ways_of_ranking_equal_the_rank_on_a_masked_copy(dtype):
+    """The count corrected for masked ids, the masked copy, and rank_targets (which picks one by the history's
+    width) == target_ranks over loop_mask_history's copy, on scores with many ties, -inf (cold items), NaN,
+    duplicate history ids, the target in its own history and padding; short and long histories."""
     g = torch.Generator().manual_seed(11)
-    for trial in range(40):
-        B, N, P = 16, int(torch.randint(2, 30, (1,), generator=g)), int(torch.randint(1, 12, (1,), generator=g))
+    for trial in range(60):
+        B, N, P = 16, int(torch.randint(2, 60, (1,), generator=g)), int(torch.randint(1, 12, (1,), generator=g))
         scores = torch.randint(-3, 4, (B, N + 1), generator=g).float()  # few distinct values: ties everywhere
         special = torch.rand(B, N + 1, generator=g)
         scores[special < 0.1] = NEG_INF
@@ -104,11 +111,26 @@ def test_rank_targets_equals_the_rank_on_a_masked_copy(dtype):
         history = torch.randint(0, N + 1, (B, P), generator=g)
         history[:, 0] = targets  # the target among its own earlier items (a repeat)
         history[:, -1] = history[:, min(1, P - 1)]  # a duplicate id
-        expected = target_ranks(mask_history(scores.float(), history, targets), targets)
-        assert torch.equal(rank_targets(scores, targets, history), expected), trial
+        expected = target_ranks(loop_mask_history(scores.float(), history, targets), targets)
         no_history = scores.float().clone()
         no_history[:, 0] = NEG_INF
-        assert torch.equal(rank_targets(scores, targets, None), target_ranks(no_history, targets)), trial
+        expected_no_history = target_ranks(no_history, targets)
+        for rank in (ranks_by_correction, ranks_by_masked_copy, rank_targets):
+            assert torch.equal(rank(scores, targets, history), expected), (trial, rank.__name__)
+            assert torch.equal(rank(scores, targets, None), expected_no_history), (trial, rank.__name__)
+
+
+def test_rank_targets_masks_a_copy_only_for_histories_of_an_eighth_of_the_items_or_more(monkeypatch):
+    import recforge.evaluation.ranking as ranking
+
+    used = []
+    monkeypatch.setattr(ranking, "ranks_by_masked_copy", lambda *a: used.append("copy"))
+    monkeypatch.setattr(ranking, "ranks_by_correction", lambda *a: used.append("correction"))
+    scores, targets = torch.zeros(2, 81), torch.tensor([1, 2])
+    for width in (9, 10, 11):  # 81 columns: 8 x 10 < 81 <= 8 x 11
+        ranking.rank_targets(scores, targets, torch.zeros(2, width, dtype=torch.long))
+    ranking.rank_targets(scores, targets, None)
+    assert used == ["correction", "correction", "copy", "correction"]
 
 
 def test_rank_targets_invariant_to_batch_size():

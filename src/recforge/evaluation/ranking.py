@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from recforge.evaluation.metrics import ranking_metrics
+from recforge.evaluation.metrics import ranking_metrics, target_ranks
 
 
 def mask_history(scores: Tensor, history: Tensor, targets: Tensor) -> Tensor:
@@ -70,12 +70,31 @@ def _as_tensor(state: list[Tensor] | Tensor) -> Tensor:
 def rank_targets(scores: Tensor, targets: Tensor, history: Tensor | None) -> Tensor:
     """Ranks of the targets after masking history (when given) and padding id 0. (B,) int64.
 
-    Equal to ``target_ranks(mask_history(scores, history, targets), targets)`` (ties and NaN alike) without the
-    masked copy of the scores, which cost three times the rank count itself: items are counted on the scores as
-    they are, then each masked id (padding 0 and every distinct history id other than the target) is corrected,
-    because at -inf it is below the target exactly when the target is above -inf.
+    ``target_ranks(mask_history(scores, history, targets), targets)``, computed the cheaper of two equal ways: a
+    short history (fewer ids than an eighth of the items) is corrected for (:func:`ranks_by_correction`, no copy
+    of the scores), a long one masked in a copy (:func:`ranks_by_masked_copy`, no sort of the history).
     scores: (B, N+1) over ids 0..N; targets: (B,) ids >= 1; history: (B, P) ids, 0 = padding, or None.
     """
+    if history is not None and 8 * history.shape[1] >= scores.shape[1]:
+        return ranks_by_masked_copy(scores, targets, history)
+    return ranks_by_correction(scores, targets, history)
+
+
+def ranks_by_masked_copy(scores: Tensor, targets: Tensor, history: Tensor | None) -> Tensor:
+    """:func:`rank_targets` on a copy of the scores with the masked ids at -inf. (B,) int64."""
+    if history is not None:
+        scores = mask_history(scores, history, targets)
+    else:
+        scores = scores.clone()
+        scores[:, 0] = float("-inf")
+    return target_ranks(scores.float(), targets)
+
+
+def ranks_by_correction(scores: Tensor, targets: Tensor, history: Tensor | None) -> Tensor:
+    """:func:`rank_targets` without a masked copy of the scores (ties and NaN alike): the items below the target
+    are counted on the scores as they are, then each masked id (padding 0 and every distinct history id other
+    than the target) is corrected, because at -inf it is below the target exactly when the target is above -inf.
+    (B,) int64."""
     scores = scores.float()
     target = scores.gather(1, targets.unsqueeze(1))  # (B, 1)
     lower = (scores < target).sum(dim=1, dtype=torch.int32).long()  # (B,) before masking
