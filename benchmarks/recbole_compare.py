@@ -244,7 +244,7 @@ def _sec(value: float | None) -> str:
         return "–"
     if value >= 120:
         return f"{value / 60:.1f} min"
-    return f"{value:.1f} s"
+    return f"{value:.2f} s" if value < 1 else f"{value:.1f} s"
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -284,11 +284,17 @@ def render_rows(rows: list[dict[str, Any]]) -> list[str]:
         t = r["test"]
         lines.append(
             f"| {DATASET_NAMES.get(r['dataset'], r['dataset'])} | {RECBOLE_MODELS[r['model']]} | {framework_cell(r)} "
-            f"| {r['status']} | {r['best_epoch'] + 1} / {r['epochs_run']} | {reach_text} | {_sec(r['time_to_best'])} "
+            f"| {status_cell(r)} | {r['best_epoch'] + 1} / {r['epochs_run']} | {reach_text} | {_sec(r['time_to_best'])} "
             f"| {_sec(r['train_seconds'])} | {r['train_seconds'] / max(r['epochs_run'], 1):.1f} "
             f"| {_sec(r['eval_seconds'])} | {r['peak_rss_mb']:.0f} | {_num(t.get('hr@5'))} | {_num(t.get('ndcg@5'))} "
             f"| {_num(t.get('hr@10'))} | {_num(t.get('ndcg@10'))} | {_num(t.get('hr@20'))} | {_num(t.get('ndcg@20'))} |")
     return lines
+
+
+def status_cell(record: dict[str, Any]) -> str:
+    """The status, and how many processes a resumed RecBole job took."""
+    attempts = record.get("attempts", 1)
+    return f"{record['status']} ({attempts} processes)" if attempts > 1 else record["status"]
 
 
 def framework_cell(record: dict[str, Any]) -> str:
@@ -370,7 +376,9 @@ PROTOCOL_TEXT = [
      "excluded from the clock and does not change training); *training* = total training time until early "
      "stopping; *eval all test users* = one full-ranking evaluation of every test user with the best model "
      "already loaded (RecBole `Trainer.evaluate`, eval batch 4096; recforge `trainer.test`, eval batch 512); "
-     "*peak RSS* = the whole job process (data loading included). Speed-ups are RecBole / recforge."),
+     "*peak RSS* = the whole job process (data loading included). Speed-ups are RecBole / recforge. A RecBole "
+     "job that was interrupted resumes after its last finished epoch (status: how many processes it took); its "
+     "times add up the kept epochs of every process, and its peak RSS is the last process's."),
     "",
     ("Known differences that remain (each framework's own design, not settings): RecBole trains on every prefix "
      "of every sequence as a separate padded sample of length 50, recforge by default on non-overlapping windows of 51 "

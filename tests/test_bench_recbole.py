@@ -280,7 +280,9 @@ def test_render_shows_both_rows_the_ratios_and_the_targets():
     text = rc.render([RECBOLE, RECFORGE, failed], note="DRAFT")
     assert "DRAFT" in text and "history masked in evaluation" in text
     assert "| ML-100K | SASRec | recbole | ok | 2 / 3 | 5.0 min | 5.0 min | 10.0 min | 200.0 | 4.0 s | 900 |" in text
-    assert "| ML-100K | SASRec | recforge | ok | 2 / 3 | 4.5 s | 6.0 s | 10.0 s | 3.3 | 0.5 s | 600 |" in text
+    assert "| ML-100K | SASRec | recforge | ok | 2 / 3 | 4.5 s | 6.0 s | 10.0 s | 3.3 | 0.50 s | 600 |" in text
+    resumed = rc.render([{**RECBOLE, "attempts": 3}, RECFORGE])
+    assert "| ML-100K | SASRec | recbole | ok (3 processes) | 2 / 3 |" in resumed
     assert "| 66.7× met | 8.0× met | +25.0% met | 60.0× | 1.5× |" in text
     assert "Split check FAILED" not in text
 
