@@ -109,6 +109,15 @@ def variant(record: dict[str, Any]) -> str:
     return " ".join(record["settings"].get("recforge_overrides") or []) or "default"
 
 
+def parse_frameworks(text: str) -> tuple[str, ...]:
+    """``recbole,recforge`` -> the frameworks to run."""
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in ("recbole", "recforge")]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose recbole, recforge or both (comma-separated).")
+    return names
+
+
 def parse_override(text: str) -> str:
     """``key=value`` of a Hydra override (recforge runs only); the benchmark's own keys cannot be overridden."""
     key, sep, value = text.partition("=")
@@ -557,7 +566,7 @@ def run_jobs(args: argparse.Namespace) -> None:
             "budget_minutes": args.budget_minutes, "threads": args.threads}
     pairs = parse_jobs(args.jobs)
     done = finished_keys(read_jsonl(args.out))
-    todo = [job for job in job_order(pairs) if record_key(
+    todo = [job for job in job_order(pairs) if job.framework in args.frameworks and record_key(
         job.dataset, job.model, job.framework, job_settings(job.framework, base, args.recforge_overrides)) not in done]
     if not todo:
         print("every selected job already finished; rendering the report")
@@ -609,6 +618,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    type=parse_override, metavar="KEY=VALUE",
                    help="a Hydra override for the recforge runs only, recorded as their own variant against the "
                         "same RecBole run (repeatable), e.g. dataset.train_stride=1")
+    p.add_argument("--frameworks", default="recbole,recforge", type=parse_frameworks,
+                   help="which side(s) to run: recbole,recforge (default), recbole or recforge; e.g. recforge runs "
+                        "while a long RecBole job of the same pair runs elsewhere")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every job (default: torch's default)")
     p.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "recbole_compare.jsonl",
                    help="JSON lines, one per finished job (committed)")

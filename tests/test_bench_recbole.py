@@ -306,6 +306,22 @@ def test_recforge_overrides_make_their_own_variant_and_leave_recbole_settings_al
             rc.parse_override(bad)
 
 
+def test_frameworks_selects_the_sides_to_run(tmp_path, monkeypatch):
+    assert rc.parse_frameworks("recforge") == ("recforge",)
+    assert rc.parse_frameworks("recbole, recforge,recbole") == ("recbole", "recforge")
+    with pytest.raises(argparse.ArgumentTypeError, match="choose recbole, recforge or both"):
+        rc.parse_frameworks("lightfm")
+    ran: list[str] = []
+    monkeypatch.setattr(rc, "BENCH", tmp_path / "bench")
+    monkeypatch.setattr(rc, "run_recforge", lambda job, *a: ran.append(job.framework) or {"status": "failed"})
+    monkeypatch.setattr(rc, "run_recbole", lambda job, *a: pytest.fail("only recforge was asked for"))
+    monkeypatch.setattr(rc, "ensure_venv", lambda venv: pytest.fail("no RecBole job: no venv needed"))
+    monkeypatch.setattr(rc, "export_dataset", lambda *a: {})
+    rc.run_jobs(rc.parse_args(["--jobs", "beauty:sasrec", "--frameworks", "recforge", "--data-root", str(tmp_path),
+                               "--out", str(tmp_path / "runs.jsonl")]))
+    assert ran == ["recforge"]
+
+
 def test_a_bad_recforge_override_ends_argument_parsing_with_one_message(capsys):
     with pytest.raises(SystemExit) as exit_info:
         rc.parse_args(["--report", "--recforge-override", "dataset.root=/elsewhere"])
