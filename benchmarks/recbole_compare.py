@@ -580,6 +580,9 @@ def run_jobs(args: argparse.Namespace) -> None:
                for dataset, model in first_model.items()}
     for job in todo:
         settings = job_settings(job.framework, base, args.recforge_overrides)
+        if record_key(job.dataset, job.model, job.framework, settings) in finished_keys(read_jsonl(args.out)):
+            print(f"{job.framework} {job.dataset} {job.model}: finished meanwhile (another driver); skipped")
+            continue
         tag = hashlib.sha256(settings_key(settings).encode()).hexdigest()[:8]
         job_dir = BENCH / "jobs" / f"{job.dataset}_{job.model}_{job.framework}_{tag}"
         resumed = prepare_job_dir(job_dir, job.framework)

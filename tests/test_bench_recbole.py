@@ -322,6 +322,26 @@ def test_frameworks_selects_the_sides_to_run(tmp_path, monkeypatch):
     assert ran == ["recforge"]
 
 
+def test_a_job_another_driver_finished_meanwhile_is_skipped(tmp_path, monkeypatch):
+    out, base = tmp_path / "runs.jsonl", {"mask_history": True, "max_epochs": None, "budget_minutes": None,
+                                          "threads": None}
+    ran: list[str] = []
+
+    def fake_recforge(job, *args):
+        ran.append(job.dataset)  # meanwhile another driver finishes the Beauty job
+        other = {**RECFORGE, "dataset": "beauty", "settings": base}
+        out.write_text(json.dumps(other) + "\n")
+        return {k: v for k, v in RECFORGE.items() if k not in ("settings", "framework", "dataset", "model")}
+
+    monkeypatch.setattr(rc, "BENCH", tmp_path / "bench")
+    monkeypatch.setattr(rc, "run_recforge", fake_recforge)
+    monkeypatch.setattr(rc, "export_dataset", lambda *a: {})
+    rc.run_jobs(rc.parse_args(["--jobs", "ml-100k:sasrec,beauty:sasrec", "--frameworks", "recforge",
+                               "--data-root", str(tmp_path), "--out", str(out)]))
+    assert ran == ["ml-100k"]
+    assert [r["dataset"] for r in rc.read_jsonl(out)] == ["beauty", "ml-100k"]
+
+
 def test_a_bad_recforge_override_ends_argument_parsing_with_one_message(capsys):
     with pytest.raises(SystemExit) as exit_info:
         rc.parse_args(["--report", "--recforge-override", "dataset.root=/elsewhere"])
