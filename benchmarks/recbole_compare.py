@@ -2,7 +2,12 @@
 
     python benchmarks/recbole_compare.py --data-root ../shared/data [--venv DIR] [--jobs ml-100k:sasrec,...]
         [--max-epochs N] [--budget-minutes M] [--no-mask-history] [--threads T]
+        [--frameworks recbole,recforge] [--recforge-override KEY=VALUE ...]
     python benchmarks/recbole_compare.py --report        # only render benchmarks/recbole_results.md
+
+``--recforge-override dataset.train_stride=1`` runs recforge as a variant (its own rows, the same RecBole run);
+``--frameworks recforge`` runs only that side, e.g. while a long RecBole job of the pair runs in another driver
+(each driver re-reads the JSON lines before every job and skips what another one finished).
 
 Run with the recforge venv. Each dataset is exported from recforge's own preprocessing to a RecBole atomic file
 (outputs/bench/data/<name>/<name>.inter; timestamp = position in the user's sequence), so both frameworks see the
