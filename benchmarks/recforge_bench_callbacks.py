@@ -28,9 +28,9 @@ def test_metrics(module: Any, loader: Any) -> dict[str, float]:
     """Full-ranking test metrics of the module's current weights (as its ``test_step`` computes them)."""
     ranks = []
     for batch in loader:
-        history = batch["history"] if module.mask_history else None
+        history = batch["history"] if module.history_fill is not None else None
         scores = module.score(batch["input"])  # (B, N+1)
-        ranks.append(rank_targets(scores, batch["target"], history))  # (B,)
+        ranks.append(rank_targets(scores, batch["target"], history, module._fill))  # (B,)
     return ranking_metrics(torch.cat(ranks), list(module.val_ranks.ks))
 
 

@@ -280,6 +280,45 @@ def test_recforge_eval_reproduces_the_runs_test_metrics(tmp_path):
     assert proc.returncode == 2 and "nope.ckpt" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_recforge_eval_overrides_of_evaluation_keys_reach_the_module(tmp_path):
+    """config.yaml is saved resolved; an ``evaluation.*`` override must still reach ``task.*`` (issue 19, 1b).
+    The generated data repeats items, so the history mask changes the metrics: the default masks repeated
+    targets (unreachable), ``false`` masks nothing, ``s3rec`` puts seen items at 0."""
+    run = tmp_path / "run"
+    cmd = [str(SCRIPT), "trainer.max_epochs=2", *TINY, f"hydra.run.dir={run}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trained = read_json(run / "metrics.json")
+    stats = read_json(run / "dataset_stats.json")
+    assert stats["test_repeated_targets"] > 0
+    assert trained["test"]["unreachable"] == pytest.approx(stats["test_repeated_targets"] / stats["test_samples"])
+
+    def evaluate(*overrides: str) -> dict:
+        listed = "[" + ",".join(f'"{o}"' for o in overrides) + "]"
+        args = [str(SCRIPT.with_name("recforge-eval")), f"run_dir={run}", f"overrides={listed}"]
+        proc = subprocess.run(args, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        newest = max((run / "eval").iterdir(), key=lambda p: p.name)
+        return read_json(newest / "metrics.json")
+
+    unmasked = evaluate("evaluation.mask_history=false")
+    assert unmasked["metrics"] == evaluate("task.mask_history=false")["metrics"]  # the same key, reached
+    assert unmasked["metrics"]["hr@10"] != trained["test"]["hr@10"] and unmasked["metrics"]["unreachable"] == 0
+    assert unmasked["evaluation"]["mask_history"] is False and unmasked["overrides"] == ["evaluation.mask_history=false"]
+    s3rec = evaluate("evaluation.mask_history=s3rec")
+    assert s3rec["evaluation"]["mask_history"] == "s3rec" and s3rec["metrics"]["unreachable"] == 0
+    cutoffs = evaluate("evaluation.ks=[1,10]")["metrics"]  # the objective, val/ndcg@10, needs 10
+    assert set(cutoffs) == {f"{m}@{k}" for m in ("hr", "recall", "ndcg", "mrr") for k in (1, 10)} | {"unreachable"}
+
+    before = sorted((run / "eval").iterdir())
+    bad = [str(SCRIPT.with_name("recforge-eval")), f"run_dir={run}", 'overrides=["evaluation.mask_history=maybe"]']
+    proc = subprocess.run(bad, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "recforge: error: evaluation.mask_history='maybe' must be one of true, false, 's3rec'.")
+    assert sorted((run / "eval").iterdir()) == before  # nothing written
+
+
 def test_bf16_mixed_precision_trains_on_cpu_close_to_fp32(compose_train, tmp_path):
     """bf16-mixed autocasts the encoder on CPU; after the same training its metrics stay near fp32's."""
     common = ["trainer.max_epochs=6", *TINY, "trainer.deterministic=true"]

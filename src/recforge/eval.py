@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import re
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,7 @@ from recforge.cli import user_errors
 from recforge.errors import RecforgeError
 from recforge.runinfo import run_info, write_json
 from recforge.train import build
+from recforge.validate import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +43,47 @@ def find_checkpoint(run_dir: Path, which: str) -> Path:
 # evaluation runs in one process whatever the run trained on (a DDP or multi-node run too); the user's
 # overrides come after, so 'overrides=["trainer.devices=2"]' evaluates data-parallel (strategy auto -> ddp)
 SINGLE_PROCESS = ["trainer.devices=1", "trainer.num_nodes=1", "trainer.strategy=auto"]
+RESOLVER_CALL = re.compile(r"\$\{[\w.]+:")  # ${hydra:..}, ${oc.env:..}, ${now:..}; not ${evaluation.ks}
 
 
 def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The run's config with ``overrides`` applied before interpolations are resolved, so an override reaches
+    every key that follows it (``evaluation.mask_history`` reaches ``task.mask_history``).
+
+    Built from the composed, unresolved config Hydra saved in ``.hydra/config.yaml``; interpolations through a
+    resolver (``${hydra:...}``, ``${now:...}``, ``${oc.env:...}``) keep the values the run resolved
+    (``config.yaml``), so paths and the data root stay the run's. A run without ``.hydra/`` has only resolved
+    values: an ``evaluation.*`` override would reach nothing there and is refused."""
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise RecforgeError(f"run_dir={run_dir}: {config.resolve()} is missing; is this a recforge-train run directory?")
-    cfg = OmegaConf.load(config)
+    resolved = OmegaConf.load(config)
+    composed = run_dir / ".hydra" / "config.yaml"
+    if composed.is_file():
+        cfg = OmegaConf.load(composed)
+        pin_resolver_values(cfg, resolved)
+    else:
+        unreachable = [o for o in overrides if o.lstrip("+~").startswith("evaluation.")]
+        if unreachable:
+            raise RecforgeError(
+                f"overrides={unreachable}: {run_dir} has no .hydra/config.yaml, so the keys that read evaluation.* "
+                f"are already resolved and the override would change nothing; override them directly (e.g. "
+                f"task.mask_history) instead.")
+        cfg = resolved
     cfg.merge_with_dotlist([*SINGLE_PROCESS, *overrides])
     return cfg  # type: ignore[return-value]
+
+
+def pin_resolver_values(cfg: DictConfig, resolved: DictConfig) -> None:
+    """Replace, in place, every value of ``cfg`` that calls a resolver (``${name:...}``) by the run's resolved
+    value at the same key; plain key references (``${evaluation.ks}``) stay live."""
+    for key in list(cfg.keys()):
+        node = cfg._get_node(key)  # type: ignore[union-attr]
+        if isinstance(node, DictConfig):
+            if key in resolved and isinstance(resolved[key], DictConfig):
+                pin_resolver_values(node, resolved[key])
+        elif OmegaConf.is_interpolation(cfg, str(key)) and RESOLVER_CALL.search(str(node._value())):
+            cfg[key] = resolved[key] if key in resolved else None
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], ckpt: Path, run_dir: Path) -> None:
@@ -67,6 +101,7 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str], o
     if split not in ("val", "test"):
         raise RecforgeError(f"split={split} must be 'val' or 'test'.")
     cfg = load_run_config(run_dir, overrides)
+    validate_config(cfg)  # a bad override value is named in one line, before any data is read
     ckpt = find_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(ckpt)["state_dict"]  # a damaged file fails here, before any data is read
     L.seed_everything(cfg.seed, workers=True)
@@ -82,7 +117,8 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str], o
     metrics = module.test_metrics
     if trainer.is_global_zero:
         write_json(out / "metrics.json", {"split": split, "checkpoint": str(ckpt), "metrics": metrics,
-                                          "samples": module.evaluated_samples["test"],
+                                          "samples": module.evaluated_samples["test"], "overrides": overrides,
+                                          "evaluation": OmegaConf.to_container(cfg.evaluation, resolve=True),
                                           "processes": trainer.world_size, "run_info": run_info(cfg.paths.root_dir)})
     return metrics
 

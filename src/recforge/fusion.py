@@ -80,13 +80,14 @@ def _with_padding(real: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------------------- pure fusion
 
 
-def fused_ranks(a: Tensor, b: Tensor, weights: list[float], targets: Tensor, history: Tensor | None) -> Tensor:
+def fused_ranks(a: Tensor, b: Tensor, weights: list[float], targets: Tensor, history: Tensor | None,
+                fill: float = float("-inf")) -> Tensor:
     """Ranks of the targets under w * a + (1 - w) * b for every w (a and b already normalised, (B, N+1)).
-    Returns (W, B) int64; ties count against the target, history masked as in training's evaluation."""
+    Returns (W, B) int64; ties count against the target, history masked (at ``fill``) as in training's evaluation."""
     ranks = []
     for w in weights:
         fused = w * a + (1.0 - w) * b  # (B, N+1); column 0 stays -inf
-        ranks.append(rank_targets(fused, targets, history))
+        ranks.append(rank_targets(fused, targets, history, fill))
     return torch.stack(ranks)  # (W, B)
 
 
@@ -150,14 +151,15 @@ def split_ranks(a: LoadedRun, b: LoadedRun, split: str, weights: list[float], no
     """(W, S) ranks of every ``split`` sample under every weight. Each run reads its own input window (the two
     may use different max_len) of the same samples."""
     sa, sb = _samples(a, split), _samples(b, split)
-    mask = a.module.mask_history
+    fill = a.module.history_fill  # None: no history mask
     out = []
     for start in range(0, len(sa), batch_size):
         index = list(range(start, min(start + batch_size, len(sa))))
         ba, bb = sa.__getitems__(index), sb.__getitems__(index)
         scores_a = normalize(a.module.score(ba["input"], ba["user"]))  # (B, N+1)
         scores_b = normalize(b.module.score(bb["input"], bb["user"]))  # (B, N+1)
-        out.append(fused_ranks(scores_a, scores_b, weights, ba["target"], ba["history"] if mask else None))
+        history = ba["history"] if fill is not None else None
+        out.append(fused_ranks(scores_a, scores_b, weights, ba["target"], history, -math.inf if fill is None else fill))
     return torch.cat(out, dim=1)  # (W, S)
 
 

@@ -184,7 +184,7 @@ RULES: tuple[Rule, ...] = (
     Rule("compile", BOOLEAN),
     Rule("ckpt_path", optional(TEXT)),
     Rule("evaluation.ks", CUTOFFS),
-    Rule("evaluation.mask_history", BOOLEAN),
+    Rule("evaluation.mask_history", one_of(True, False, "s3rec")),
     Rule("evaluation.item_chunk_size", optional(int_at_least(1))),
     # data
     Rule("dataset.max_len", int_at_least(2)),

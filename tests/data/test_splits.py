@@ -6,7 +6,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from recforge.data.splits import LeaveOneOut, TemporalRatio, _ranges, training_windows, window_new_targets
+from recforge.data.splits import (
+    LeaveOneOut,
+    TemporalRatio,
+    _ranges,
+    repeated_targets,
+    training_windows,
+    window_new_targets,
+)
 from recforge.errors import RecforgeError
 
 
@@ -202,3 +209,22 @@ def test_windows_cover_training_transitions_without_leakage(split_fn):
         # validation/test targets come strictly after every training position of the same user
         for u, p in np.concatenate([split.val, split.test]).tolist():
             assert p >= split.train_lengths[u] and p < lengths[u]
+
+
+def test_repeated_targets_hand_case():
+    # user 0: 5 3 5 7 (target at 2 repeats 5, target at 3 does not); user 1: 4 4 (target at 1 repeats 4);
+    # user 2: 7 8 (item 7 of user 0 is not user 2's own history)
+    items = np.array([5, 3, 5, 7, 4, 4, 7, 8])
+    indptr = np.array([0, 4, 6, 8])
+    samples = np.array([[0, 2], [0, 3], [1, 1], [2, 1], [0, 1], [1, 0]])
+    assert repeated_targets(items, indptr, samples).tolist() == [True, False, True, False, False, False]
+
+
+def test_repeated_targets_parity_with_loop():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 12, size=40)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    items = rng.integers(1, 15, size=int(indptr[-1]))
+    samples = np.array([[u, p] for u in range(40) for p in range(lengths[u])])
+    expected = [int(items[indptr[u] + p]) in items[indptr[u]: indptr[u] + p].tolist() for u, p in samples]
+    assert repeated_targets(items, indptr, samples).tolist() == expected

@@ -44,9 +44,9 @@ def slices(scores: Tensor):
     return columns
 
 
-def chunked(scores: Tensor, targets: Tensor, history: Tensor | None, chunk: int) -> Tensor:
+def chunked(scores: Tensor, targets: Tensor, history: Tensor | None, chunk: int, fill: float = NEG_INF) -> Tensor:
     target_scores = scores.gather(1, targets.unsqueeze(1))[:, 0]  # (B,)
-    return chunked_target_ranks(slices(scores), target_scores, targets, history, scores.shape[1], chunk)
+    return chunked_target_ranks(slices(scores), target_scores, targets, history, scores.shape[1], chunk, fill)
 
 
 # ------------------------------------------------------------------------------------------- hand cases
@@ -59,7 +59,10 @@ def test_mask_chunk_hand_case():
     first = mask_chunk(scores[:, 0:3], 0, history, targets, target)  # ids 0, 1, 2
     second = mask_chunk(scores[:, 3:6], 3, history, targets, target)  # ids 3, 4, 5
     assert first.tolist() == [[NEG_INF, 1.0, NEG_INF]]  # padding and history id 2 masked
-    assert second.tolist() == [[3.0, 4.0, 5.0]]  # the target 4 keeps its score although it is in the history
+    assert second.tolist() == [[3.0, 4.0, 5.0]]  # the target column gets ``target``, the masked score passed in
+    # the target column as chunked_target_ranks passes it for a repeated target: the fill (-inf or S3-Rec's 0)
+    assert mask_chunk(scores[:, 3:6], 3, history, targets, torch.tensor([[0.0]]), 0.0).tolist() == [[3.0, 0.0, 5.0]]
+    assert mask_chunk(scores[:, 0:3], 0, history, targets, torch.tensor([[0.0]]), 0.0).tolist() == [[NEG_INF, 1.0, 0.0]]
     assert scores.tolist() == [[9.0, 1.0, 2.0, 3.0, 4.0, 5.0]]  # the input is not modified
 
 
@@ -119,6 +122,8 @@ def test_chunked_ranks_equal_full_ranks_exactly(seed, chunk):
     scores, targets, history = random_case(seed)
     full = rank_targets(scores, targets, history)
     assert torch.equal(chunked(scores, targets, history, chunk), full)
+    s3rec = rank_targets(scores, targets, history, 0.0)  # the S3-Rec rule: seen items at 0
+    assert torch.equal(chunked(scores, targets, history, chunk, 0.0), s3rec)
     assert torch.equal(chunked(scores, targets, None, chunk), rank_targets(scores, targets, None))
     assert (full[::11] == scores.shape[1]).all()  # the NaN rows rank last
 
@@ -198,8 +203,9 @@ def test_module_chunked_ranks_equal_full_ranks_with_exact_ties(chunk, monkeypatc
         monkeypatch.setattr(module, "hidden_state", lambda recent, users=None: hidden)
         ranks[size] = module._rank(batch)
     assert torch.equal(ranks[chunk], ranks[None])
-    unmasked = [len(set(range(1, 41)) - set(batch["history"][i].tolist()) | {int(batch["target"][i])})
-                for i in range(0, 33, 5)]
+    # every unmasked item ties with the target; a target in its own history is masked: last of 41 columns
+    unmasked = [41 if int(batch["target"][i]) in batch["history"][i].tolist()
+                else len(set(range(1, 41)) - set(batch["history"][i].tolist())) for i in range(0, 33, 5)]
     assert ranks[None][::5].tolist() == unmasked
 
 

@@ -31,7 +31,7 @@ from recforge.data.preprocess import (
     to_sequences,
 )
 from recforge.data.cold import choose_cold_items, cold_target_counts, hold_out_items
-from recforge.data.splits import LeaveOneOut, Split, training_windows, window_new_targets
+from recforge.data.splits import LeaveOneOut, Split, repeated_targets, training_windows, window_new_targets
 from recforge.errors import RecforgeError
 
 log = logging.getLogger(__name__)
@@ -319,6 +319,8 @@ class SequenceDataModule(L.LightningDataModule):
         self.training_data = TrainingData.from_sequences(seqs.items, seqs.indptr, split.train_lengths, seqs.num_items)
         self.item_counts = self.training_data.item_counts  # (N+1,)
         self.stats.update({"train_windows": int(windows.shape[0]), "val_samples": len(self.val_set), "test_samples": len(self.test_set)})
+        for stage, samples in (("val", split.val), ("test", split.test)):  # unreachable under mask_history=true
+            self.stats[f"{stage}_repeated_targets"] = int(repeated_targets(seqs.items, seqs.indptr, samples).sum())
         if self.cold_fraction > 0:
             self.stats.update(self._cold_stats(seqs, split))
         log.info("dataset %s: %s", self.name, self.stats)

@@ -98,3 +98,15 @@ def window_new_targets(train_lengths: np.ndarray, stride: int) -> np.ndarray:
     has the longest context; the window's earlier targets are owned by earlier windows. (W,)"""
     transitions, n_windows, j = _window_positions(train_lengths, stride)
     return np.minimum(stride, np.repeat(transitions, n_windows) - j * stride)
+
+
+def repeated_targets(items: np.ndarray, indptr: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Whether each evaluation sample's target occurs earlier in its user's sequence (a repeat consumption).
+
+    items: (n,) CSR item ids; indptr: (U+1,); samples: (S, 2) rows of (user, target position). (S,) bool.
+    """
+    users = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))  # (n,) user of each position
+    keys = users.astype(np.int64) * (int(items.max(initial=0)) + 1) + items  # (n,) one key per (user, item)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)  # first position of each key
+    flat = indptr[samples[:, 0]] + samples[:, 1]  # (S,) the targets' positions
+    return first[inverse[flat]] < flat

@@ -12,9 +12,12 @@ from torch.optim import Optimizer
 from recforge.data.cold import text_neighbour_rows
 from recforge.errors import TrainingDiverged
 from recforge.evaluation.ranking import (
+    HistoryMask,
     RankAccumulator,
     chunked_target_ranks,
+    history_fill,
     rank_targets,
+    repeated_targets,
 )
 from recforge.models.decoders import score_columns
 from recforge.models.embedders import HybridEmbedding
@@ -61,6 +64,10 @@ class WithoutItems:
 class NextItemModule(TaskModule):
     """Loss at every position of each training window; full ranking for validation and test.
 
+    ``mask_history`` (recforge.evaluation.ranking.HistoryMask): ``True`` puts every earlier item of the user at
+    -inf, a target that repeats one too (it is unreachable and counted in ``val/unreachable``); ``False`` masks
+    nothing; ``"s3rec"`` sets their scores to 0 as the S3-Rec code does. The mask never depends on the target.
+
     ``item_chunk_size``: None scores all items of an evaluation batch at once (memory O(B x N)); an integer
     ranks targets over that many item columns at a time (memory O(B x chunk)) with the same ranks.
 
@@ -79,13 +86,14 @@ class NextItemModule(TaskModule):
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., Any] | None = None,
         ks: tuple[int, ...] = (5, 10, 20),
-        mask_history: bool = True,
+        mask_history: HistoryMask = True,
         item_chunk_size: int | None = None,
         cold_id_neighbours: int = 0,
     ) -> None:
         super().__init__(optimizer, scheduler)
         self.encoder, self.decoder, self.loss = encoder, decoder, loss
         self.mask_history, self.item_chunk_size = mask_history, item_chunk_size
+        self.history_fill = history_fill(mask_history)  # -inf, 0.0 (S3-Rec's rule) or None (no mask)
         self.cold_id_neighbours = cold_id_neighbours
         self.val_ranks, self.test_ranks = RankAccumulator(list(ks)), RankAccumulator(list(ks))
         # per target slice (cold-start split): one accumulator each, fed with that slice of every batch
@@ -172,13 +180,23 @@ class NextItemModule(TaskModule):
         return self.decoder(self.hidden_state(recent, users)).float()
 
     def _rank(self, batch: dict[str, Tensor]) -> Tensor:
-        history = batch["history"] if self.mask_history else None
+        history = batch["history"] if self.history_fill is not None else None
         users = batch.get("user")
         if self.item_chunk_size is not None:
             return self._rank_chunked(batch["input"], batch["target"], history, self.item_chunk_size, users)
         scores = self.score(batch["input"], users)  # (B, N+1)
         self._check_scores(has_nan(scores))
-        return rank_targets(scores, batch["target"], history)  # (B,)
+        return rank_targets(scores, batch["target"], history, self._fill)  # (B,)
+
+    @property
+    def _fill(self) -> float:
+        return float("-inf") if self.history_fill is None else self.history_fill
+
+    def _unreachable(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B,) bool: targets the history mask puts at -inf (a repeated item under ``mask_history=True``)."""
+        if self.history_fill != float("-inf") or "history" not in batch:
+            return torch.zeros_like(batch["target"], dtype=torch.bool)
+        return repeated_targets(batch["history"], batch["target"])
 
     def _rank_chunked(self, recent: Tensor, targets: Tensor, history: Tensor | None, chunk: int,
                       users: Tensor | None = None) -> Tensor:
@@ -192,7 +210,8 @@ class NextItemModule(TaskModule):
             nan_chunks.append(has_nan(scores))
             return scores
 
-        ranks = chunked_target_ranks(columns, target_scores, targets, history, self.decoder.num_items + 1, chunk)
+        ranks = chunked_target_ranks(columns, target_scores, targets, history, self.decoder.num_items + 1, chunk,
+                                     self._fill)
         self._check_scores(torch.stack(nan_chunks).any())
         return ranks  # (B,)
 
@@ -211,11 +230,12 @@ class NextItemModule(TaskModule):
     def _update(self, batch: dict[str, Tensor], ranks_acc: RankAccumulator, slices: nn.ModuleDict) -> None:
         """Ranks of the batch into the overall accumulator and, with cold items, into the warm/cold ones."""
         ranks = self._rank(batch)  # (B,)
-        ranks_acc.update(batch["index"], ranks)
+        unreachable = self._unreachable(batch)  # (B,)
+        ranks_acc.update(batch["index"], ranks, unreachable)
         if self.cold_items is not None:
             cold = self.cold_items.to(ranks.device)[batch["target"]]  # (B,) bool
             for name, rows in target_slices(cold).items():
-                slices[name].update(batch["index"][rows], ranks[rows])
+                slices[name].update(batch["index"][rows], ranks[rows], unreachable[rows])
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._log_ranks("val", self.val_ranks, self.val_slices)
