@@ -1,4 +1,4 @@
-"""recforge-eval: re-test a finished run's checkpoint with the run's own resolved config.
+"""recforge-eval: re-test a finished run's checkpoint with the run's own config, overrides applied before resolving.
 
 Writes ``metrics.json`` in ``<run_dir>/eval/<time>/`` and prints the metrics. One process by default, whatever
 the run trained on; ``'overrides=["trainer.devices=2"]'`` evaluates data-parallel with the same metrics (each

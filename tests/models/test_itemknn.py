@@ -167,7 +167,8 @@ def test_fit_and_test_fits_from_the_datamodule_without_training(compose_train):
         metrics = fit_and_test(build_trainer(cfg), module, datamodule)
         assert metrics["best_checkpoint"] is None and metrics["epochs"] == 0
         results[encoder] = metrics["test"]["ndcg@10"]
-    # generated sequences follow item-to-item transitions: neighbours beat popularity (.487 vs .367 here)
-    assert results["itemknn"] > results["popularity"] + 0.08 > 0.08
+    # generated sequences follow item-to-item transitions: neighbours beat popularity (.157 vs .0995 here, with
+    # every earlier item masked; a quarter of these targets repeat an earlier item and are unreachable)
+    assert results["itemknn"] > 1.4 * results["popularity"] > 0.05
     decoder = build(compose_train("encoder=itemknn", *TINY))[1].decoder
     assert "neighbours" not in decoder.state_dict()  # rebuilt from data at setup, never checkpointed
