@@ -80,7 +80,7 @@ def one_pass(module: Any, loader: DataLoader, last_query: bool, count: str) -> t
             t3 = time.perf_counter()
             ranks.append(rank_targets(scores, batch["target"], batch["history"]))
         else:
-            masked = mask_history(scores, batch["history"], batch["target"])  # (B, N+1)
+            masked = mask_history(scores, batch["history"])  # (B, N+1)
             t3 = time.perf_counter()
             rank = target_ranks if count == "int32" else previous_ranks
             ranks.append(rank(masked, batch["target"]))
