@@ -22,7 +22,7 @@ split into encoder, decoder (scores over all items), history masking and ranking
 one thread, robust to other processes sharing the cores).
 
     python benchmarks/eval_speed.py --dataset beauty --data-root ../shared/data --threads 1 \
-        --out benchmarks/eval_speed_beauty.json
+        --out benchmarks/results/eval_speed_beauty.json
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from overhead import PROJECT, compose_config, machine, seed_all  # noqa: E402
 from recforge.data.datamodule import LengthSortedSampler, _identity  # noqa: E402
 from recforge.evaluation.metrics import ranking_metrics, target_ranks  # noqa: E402
 from recforge.evaluation.ranking import mask_history, rank_targets  # noqa: E402
-from recforge.train import build  # noqa: E402
+from recforge.run.build import build  # noqa: E402
 
 ARMS = {  # name: (sorted batches, last query only, rank count: previous | int32 | corrected)
     "before": (False, False, "previous"),

@@ -27,10 +27,12 @@ evaluation is not), including compile warm-up time (time to the first step's end
 
 Commands (from the project root, venv active; the machine should be idle):
 
-  python benchmarks/overhead.py --dataset ml-100k --data-root ../shared/data --out benchmarks/overhead_ml100k.json
+  python benchmarks/overhead.py --dataset ml-100k --data-root ../shared/data \
+      --out benchmarks/results/overhead_ml100k.json
   python benchmarks/overhead.py --dataset ml-100k --data-root ../shared/data --compile \
-      --out benchmarks/overhead_ml100k_compile.json
-  python benchmarks/overhead.py --dataset beauty --data-root ../shared/data --out benchmarks/overhead_beauty.json
+      --out benchmarks/results/overhead_ml100k_compile.json
+  python benchmarks/overhead.py --dataset beauty --data-root ../shared/data \
+      --out benchmarks/results/overhead_beauty.json
   # quick check of the script (seconds): tiny settings
   python benchmarks/overhead.py --dataset synthetic --steps 10 --warmup 3 --repeats 1 --eval-runs 1 --out /tmp/o.json
 """
@@ -63,8 +65,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from recforge.evaluation.metrics import ranking_metrics
 from recforge.evaluation.ranking import rank_targets
 from recforge.models.module import NextItemModule
-from recforge.train import build, build_trainer, compile_loss, log_config
-from recforge.validate import validate_config
+from recforge.run.build import build, build_trainer, compile_loss
+from recforge.run.loggers import log_config
+from recforge.run.validate import validate_config
 
 PROJECT = Path(__file__).resolve().parents[1]
 RUN_DIRS: list[str] = []  # temporary run directories (checkpoints, CSV logs), removed at the end
@@ -374,7 +377,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--override", action="append", default=[], help="an extra Hydra override (repeatable)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/overhead.json"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/overhead.json"))
     return p.parse_args()
 
 

@@ -31,7 +31,7 @@ from overhead import (  # benchmarks/ is on sys.path when run as a script
 )
 from torch.profiler import ProfilerActivity, profile
 
-from recforge.train import build, build_trainer, compile_loss
+from recforge.run.build import build, build_trainer, compile_loss
 
 
 class Window(Callback):

@@ -3,7 +3,7 @@
     python benchmarks/recbole_compare.py --data-root ../shared/data [--venv DIR] [--jobs ml-100k:sasrec,...]
         [--max-epochs N] [--budget-minutes M] [--no-mask-history] [--threads T]
         [--frameworks recbole,recforge] [--recforge-override KEY=VALUE ...]
-    python benchmarks/recbole_compare.py --report        # only render benchmarks/recbole_results.md
+    python benchmarks/recbole_compare.py --report        # only render benchmarks/results/recbole_results.md
 
 ``--recforge-override dataset.train_stride=1`` runs recforge as a variant (its own rows, the same RecBole run);
 ``--frameworks recforge`` runs only that side, e.g. while a long RecBole job of the pair runs in another driver
@@ -15,8 +15,8 @@ same sequences and the same leave-one-out split (checked: the RecBole runner ret
 and test (user, target) pairs, compared with recforge's). Jobs run one at a time as subprocesses, alternating
 the framework that goes first (RecBole, recforge | recforge, RecBole | ...); each is measured for wall time and
 peak resident memory (``os.wait4``), and one JSON line per finished job is appended to
-benchmarks/recbole_compare.jsonl, a committed file: finished jobs (same settings) are skipped on restart, also on
-another machine or in a later session, so the comparison can be completed a few jobs at a time (each line
+benchmarks/results/recbole_compare.jsonl, a committed file: finished jobs (same settings) are skipped on restart,
+also on another machine or in a later session, so the comparison can be completed a few jobs at a time (each line
 records its machine, load average and date). An interrupted RecBole job (hours on 2 cores) continues after its
 last finished epoch when the driver is started again (recbole_runner.py's ``resume.pth``; same shuffles and
 dropout as an uninterrupted run; its times count the kept epochs of every attempt). RecBole runs in its
@@ -40,13 +40,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recforge.report.render import markdown_table
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recbole_runner import split_digest  # standard library only
 
 PROJECT = Path(__file__).resolve().parents[1]
 BENCH = PROJECT / "outputs" / "bench"
 DEFAULT_VENV = PROJECT / "benchmarks" / ".venv-recbole"
-DEFAULT_RESULTS = PROJECT / "benchmarks" / "recbole_results.md"
+DEFAULT_RESULTS = PROJECT / "benchmarks" / "results" / "recbole_results.md"
 PAIRS: tuple[tuple[str, str], ...] = (("ml-100k", "sasrec"), ("ml-100k", "gru4rec"), ("beauty", "sasrec"),
                                       ("beauty", "gru4rec"))
 EXPERIMENTS = {("ml-100k", "sasrec"): "ml100k_sasrec", ("ml-100k", "gru4rec"): "ml100k_gru4rec",
@@ -280,29 +282,35 @@ def describe(settings: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def render_rows(rows: list[dict[str, Any]]) -> list[str]:
-    head = ("| dataset | model | framework | status | best / run epochs | to RecBole's best test NDCG@10 | "
-            "to own best epoch | training | s / epoch | eval all test users | peak RSS MiB | HR@5 | NDCG@5 | "
-            "HR@10 | NDCG@10 | HR@20 | NDCG@20 |")
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
-    by_pair = {(r["dataset"], r["model"], r["framework"]): r for r in rows if r["framework"] == "recbole"}
-    for r in rows:
-        other = by_pair.get((r["dataset"], r["model"], "recbole"))
-        if r["framework"] == "recbole":
-            reach = r["time_to_best"]
-        else:
-            reach = time_to_reach(r["epochs"], other["test"]["ndcg@10"]) if other else None
-        reach_text = _sec(reach) if other else "–"
-        if other and r["framework"] == "recforge" and reach is None:
-            reach_text = "not reached"
-        t = r["test"]
-        lines.append(
-            f"| {DATASET_NAMES.get(r['dataset'], r['dataset'])} | {RECBOLE_MODELS[r['model']]} | {framework_cell(r)} "
-            f"| {status_cell(r)} | {r['best_epoch'] + 1} / {r['epochs_run']} | {reach_text} | {_sec(r['time_to_best'])} "
-            f"| {_sec(r['train_seconds'])} | {r['train_seconds'] / max(r['epochs_run'], 1):.1f} "
-            f"| {_sec(r['eval_seconds'])} | {r['peak_rss_mb']:.0f} | {_num(t.get('hr@5'))} | {_num(t.get('ndcg@5'))} "
-            f"| {_num(t.get('hr@10'))} | {_num(t.get('ndcg@10'))} | {_num(t.get('hr@20'))} | {_num(t.get('ndcg@20'))} |")
-    return lines
+ROWS_HEADER = ["dataset", "model", "framework", "status", "best / run epochs", "to RecBole's best test NDCG@10",
+               "to own best epoch", "training", "s / epoch", "eval all test users", "peak RSS MiB", "HR@5", "NDCG@5",
+               "HR@10", "NDCG@10", "HR@20", "NDCG@20"]
+RATIOS_HEADER = ["dataset", "model", "recforge", "RecBole best test NDCG@10",
+                 "time to reach it: RecBole / recforge (≥ 5×)", "eval all users: RecBole / recforge (≥ 5×)",
+                 "final NDCG@10 recforge vs RecBole (not lower)", "training time RecBole / recforge",
+                 "peak RSS RecBole / recforge"]
+TEST_METRICS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")
+
+
+def render_rows(rows: list[dict[str, Any]]) -> str:
+    """The table of every job: status, epochs, times, memory and test metrics."""
+    recbole = {(r["dataset"], r["model"]): r for r in rows if r["framework"] == "recbole"}
+    return markdown_table(ROWS_HEADER, [row_cells(r, recbole.get((r["dataset"], r["model"]))) for r in rows])
+
+
+def row_cells(r: dict[str, Any], recbole: dict[str, Any] | None) -> list[str]:
+    """One job's cells; ``recbole`` is the RecBole job of its pair (None when that has not run)."""
+    if r["framework"] == "recbole":
+        reach = r["time_to_best"]
+    else:
+        reach = time_to_reach(r["epochs"], recbole["test"]["ndcg@10"]) if recbole else None
+    reach_text = _sec(reach) if recbole else "–"
+    if recbole and r["framework"] == "recforge" and reach is None:
+        reach_text = "not reached"
+    return [DATASET_NAMES.get(r["dataset"], r["dataset"]), RECBOLE_MODELS[r["model"]], framework_cell(r),
+            status_cell(r), f"{r['best_epoch'] + 1} / {r['epochs_run']}", reach_text, _sec(r["time_to_best"]),
+            _sec(r["train_seconds"]), f"{r['train_seconds'] / max(r['epochs_run'], 1):.1f}",
+            _sec(r["eval_seconds"]), f"{r['peak_rss_mb']:.0f}", *(_num(r["test"].get(m)) for m in TEST_METRICS)]
 
 
 def status_cell(record: dict[str, Any]) -> str:
@@ -315,13 +323,9 @@ def framework_cell(record: dict[str, Any]) -> str:
     return record["framework"] if variant(record) == "default" else f"recforge `{variant(record)}`"
 
 
-def render_ratios(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per recforge row (each variant) against the RecBole row of its pair."""
-    lines = [("| dataset | model | recforge | RecBole best test NDCG@10 | "
-              "time to reach it: RecBole / recforge (≥ 5×) | eval all users: RecBole / recforge (≥ 5×) | "
-              "final NDCG@10 recforge vs RecBole (not lower) | training time RecBole / recforge | "
-              "peak RSS RecBole / recforge |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+def ratio_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """One line of cells per recforge row (each variant) against the RecBole row of its pair."""
+    lines = []
     recbole_rows = {(r["dataset"], r["model"]): r for r in rows if r["framework"] == "recbole"}
     for recforge in (r for r in rows if r["framework"] == "recforge"):
         dataset, model = recforge["dataset"], recforge["model"]
@@ -331,12 +335,12 @@ def render_ratios(rows: list[dict[str, Any]]) -> list[str]:
         c = compare(recbole, recforge)
         change = "–" if c["ndcg@10_change"] is None else f"{c['ndcg@10_change']:+.1%}"
         overrides = variant(recforge) if variant(recforge) == "default" else f"`{variant(recforge)}`"
-        lines.append(
-            f"| {DATASET_NAMES.get(dataset, dataset)} | {RECBOLE_MODELS[model]} | {overrides} "
-            f"| {_num(c['recbole_best_test_ndcg@10'])} "
-            f"| {_times(c['reach_speedup'])} {'met' if c['reach_met'] else 'NOT met'} "
-            f"| {_times(c['eval_speedup'])} {'met' if c['eval_met'] else 'NOT met'} "
-            f"| {change} {'met' if c['ndcg_met'] else 'NOT met'} | {c['train_time_ratio']:.1f}× | {c['rss_ratio']:.1f}× |")
+        lines.append([DATASET_NAMES.get(dataset, dataset), RECBOLE_MODELS[model], overrides,
+                      _num(c["recbole_best_test_ndcg@10"]),
+                      f"{_times(c['reach_speedup'])} {'met' if c['reach_met'] else 'NOT met'}",
+                      f"{_times(c['eval_speedup'])} {'met' if c['eval_met'] else 'NOT met'}",
+                      f"{change} {'met' if c['ndcg_met'] else 'NOT met'}", f"{c['train_time_ratio']:.1f}×",
+                      f"{c['rss_ratio']:.1f}×"])
     return lines
 
 
@@ -364,8 +368,8 @@ def render(records: list[dict[str, Any]], note: str | None = None) -> str:
                                  variant(r)))
         drivers = list(dict.fromkeys(r["driver_command"] for r in sorted(rows, key=lambda r: r["finished"])))
         out += [f"## Settings: {describe(json.loads(key))}", "", "```bash", *drivers, "```", ""]
-        ratios = render_ratios(rows)
-        out += render_rows(rows) + [""] + (ratios + [""] if len(ratios) > 2 else [])
+        ratios = ratio_cells(rows)
+        out += [render_rows(rows), ""] + ([markdown_table(RATIOS_HEADER, ratios), ""] if ratios else [])
         mismatched = [r["dataset"] for r in rows if r["framework"] == "recbole" and not r.get("split_matches")]
         if mismatched:
             out += [(f"**Split check FAILED** for {', '.join(sorted(set(mismatched)))}: RecBole's validation/test "
@@ -630,7 +634,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="which side(s) to run: recbole,recforge (default), recbole or recforge; e.g. recforge runs "
                         "while a long RecBole job of the same pair runs elsewhere")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every job (default: torch's default)")
-    p.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "recbole_compare.jsonl",
+    p.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results" / "recbole_compare.jsonl",
                    help="JSON lines, one per finished job (committed)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown page to render")
     p.add_argument("--note", help="a paragraph put under the title of the results page")

@@ -35,7 +35,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from recforge.data.datamodule import SequenceDataModule, _save_cache
-from recforge.train import build_module
+from recforge.run.build import build_module
 
 FULL_USERS = 138_000
 GIB = 2**30

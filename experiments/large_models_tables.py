@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from recforge.report.render import markdown_table
+
 
 def runs_under(paths: list[str]) -> list[tuple[Path, dict, dict]]:
     """(run dir, metrics.json, config.yaml) of every finished run at or below the given paths."""
@@ -52,19 +54,19 @@ def experiment_of(cfg: dict, run: Path) -> str:
 
 
 def ranking(paths: list[str], slices: tuple[str, ...] = ("",)) -> None:
+    """Test HR@10 and NDCG@10 (per slice) of every run, grouped by experiment, with each group's mean ± std."""
     groups: dict[str, list[tuple[Path, dict, dict]]] = {}
     for run, metrics, cfg in runs_under(paths):
         groups.setdefault(experiment_of(cfg, run), []).append((run, metrics, cfg))
     cols = [f"{s}{m}" for s in slices for m in ("hr@10", "ndcg@10")]
-    print("| experiment | seeds | " + " | ".join(f"test {c}" for c in cols) + " | best epoch | fit time |")
-    print("|---|---|" + "---|" * len(cols) + "---|---|")
+    lines: list[list[object]] = []
     for name, rows in groups.items():
-        for run, metrics, cfg in rows:
-            print(f"| {name} | {cfg['seed']} | " + " | ".join(f"{metrics['test'][c]:.4f}".lstrip("0") for c in cols)
-                  + f" | {metrics.get('best_epoch')} | {minutes(metrics['fit_seconds'])} |")
+        lines += [[name, cfg["seed"], *(f"{metrics['test'][c]:.4f}".lstrip("0") for c in cols),
+                   metrics.get("best_epoch"), minutes(metrics["fit_seconds"])] for _, metrics, cfg in rows]
         if len(rows) > 1:
-            print(f"| **{name}** | mean ± std (n = {len(rows)}) | "
-                  + " | ".join(fmt([m["test"][c] for _, m, _ in rows]) for c in cols) + " | | |")
+            lines.append([f"**{name}**", f"mean ± std (n = {len(rows)})",
+                          *(fmt([m["test"][c] for _, m, _ in rows]) for c in cols), "", ""])
+    print(markdown_table(["experiment", "seeds", *(f"test {c}" for c in cols), "best epoch", "fit time"], lines))
 
 
 def cold(paths: list[str]) -> None:
@@ -76,17 +78,19 @@ def cold(paths: list[str]) -> None:
 
 
 def rating(paths: list[str]) -> None:
-    print("| run | fold | test RMSE | test MAE | best epoch | fit time |")
-    print("|---|---|---|---|---|---|")
+    """Test RMSE and MAE of every fold under each path, with the path's mean ± std."""
+    lines: list[list[object]] = []
     for root in paths:
         rows = runs_under([root])
         loss = rows[0][2]["loss"]["_target_"].rsplit(".", 1)[-1] if rows else "?"
-        for run, metrics, cfg in sorted(rows, key=lambda r: r[2]["dataset"]["split"]["fold"]):
-            print(f"| {root} ({loss}) | {cfg['dataset']['split']['fold']} | {metrics['test']['rmse']:.4f} | "
-                  f"{metrics['test']['mae']:.4f} | {metrics.get('best_epoch')} | {minutes(metrics['fit_seconds'])} |")
+        lines += [[f"{root} ({loss})", cfg["dataset"]["split"]["fold"], f"{metrics['test']['rmse']:.4f}",
+                   f"{metrics['test']['mae']:.4f}", metrics.get("best_epoch"), minutes(metrics["fit_seconds"])]
+                  for _, metrics, cfg in sorted(rows, key=lambda r: r[2]["dataset"]["split"]["fold"])]
         if rows:
-            print(f"| **{root} ({loss})** | mean ± std (n = {len(rows)}) | {fmt([m['test']['rmse'] for _, m, _ in rows])} | "
-                  f"{fmt([m['test']['mae'] for _, m, _ in rows])} | | |")
+            lines.append([f"**{root} ({loss})**", f"mean ± std (n = {len(rows)})",
+                          fmt([m["test"]["rmse"] for _, m, _ in rows]), fmt([m["test"]["mae"] for _, m, _ in rows]),
+                          "", ""])
+    print(markdown_table(["run", "fold", "test RMSE", "test MAE", "best epoch", "fit time"], lines))
 
 
 if __name__ == "__main__":

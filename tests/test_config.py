@@ -34,7 +34,7 @@ from recforge.data.splits import LeaveOneOut, Split, TemporalRatio
 from recforge.errors import RecforgeError
 from recforge.evaluation.pointwise import IntentMetrics, ValueMetrics
 from recforge.models.decoders import DotProduct
-from recforge.models.embedders import IdEmbedding
+from recforge.models.embedders import Fusion, IdEmbedding
 from recforge.models.encoders.bert4rec import BERT4Rec
 from recforge.models.encoders.content import ContentEncoder
 from recforge.models.encoders.gru4rec import GRU4Rec
@@ -48,7 +48,13 @@ from recforge.models.module import NextItemModule
 from recforge.models.pointwise_module import PointwiseModule
 from recforge.models.samplers import UniformNegatives
 from recforge.models.schedules import WarmupCosine
-from recforge.train import build, build_trainer
+from recforge.run.build import build, build_trainer
+from recforge.run.progress import (
+    CompactModelSummary,
+    ObjectiveProgressBar,
+    QuietLightning,
+    RunSummary,
+)
 from recforge.wandb_sweep import wandb_parameter
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -354,6 +360,18 @@ def check_item_embedder(option: str, compose_train, tmp_path: Path) -> None:
         assert torch.count_nonzero(embedder.table.weight[0]) == 0
 
 
+def check_fusion(option: str, compose_train, tmp_path: Path) -> None:
+    """A fusion option reaches the hybrid embedder by ``_target_`` and fuses an id and a text vector to H."""
+    cfg = compose_train("item_embedder=hybrid", f"fusion={option}", "item_embedder.text_encoder=null",
+                        "+item_embedder.text_dim=3")
+    embedder = instantiate(cfg.item_embedder, num_items=5)
+    assert type(embedder.fusion) is get_class(cfg.fusion._target_)
+    assert isinstance(embedder.fusion, Fusion)
+    embedder.text.attach_text_embeddings(torch.ones(5, 3))
+    fused = embedder(torch.tensor([[1, 0]]))  # (1, 2, H)
+    assert fused.shape == (1, 2, cfg.hidden_size) and not fused[0, 1].any()  # padding stays zero
+
+
 # huber (delta 1) against errors 1, 2, 3: (0.5 + 1.5 + 2.5) / 3
 POINTWISE_LOSSES = {"mse": (torch.nn.MSELoss, 14 / 3), "huber": (torch.nn.HuberLoss, 1.5),
                     "bce_logits": (torch.nn.BCEWithLogitsLoss, math.log(2))}
@@ -502,11 +520,19 @@ def check_callbacks(option: str, compose_train, tmp_path: Path) -> None:
         assert built == {}
     if option == "default":
         assert {n: type(v) for n, v in built.items()} == {
-            "model_checkpoint": ModelCheckpoint, "early_stopping": EarlyStopping, "progress_bar": RichProgressBar}
+            "model_checkpoint": ModelCheckpoint, "early_stopping": EarlyStopping, "quiet": QuietLightning,
+            "model_summary": CompactModelSummary, "progress_bar": ObjectiveProgressBar, "run_summary": RunSummary}
         ckpt, stop = built["model_checkpoint"], built["early_stopping"]
         assert ckpt.monitor == stop.monitor == "val/ndcg@10" and ckpt.mode == stop.mode == "max"
         assert Path(ckpt.dirpath) == Path(cfg.paths.output_dir) / "checkpoints"
         assert ckpt.save_top_k == 1 and ckpt.save_last is True and stop.patience == 10
+        bar, summary = built["progress_bar"], built["run_summary"]
+        assert isinstance(bar, RichProgressBar) and bar.objective == summary.objective == "val/ndcg@10"
+        assert bar.best.mode == summary.mode == "max" and summary.output_dir == cfg.paths.output_dir
+    if option == "step_checkpoints":  # default's callbacks, last.ckpt written by step_checkpoint only
+        default = compose_train("callbacks=default", "logger=none").callbacks
+        assert list(cfg.callbacks) == [*default, "step_checkpoint"]
+        assert built["model_checkpoint"].save_last is False and built["step_checkpoint"].save_last is True
     trainer = build_trainer(cfg)
     for callback in built.values():
         assert any(type(c) is type(callback) for c in trainer.callbacks)
@@ -531,7 +557,7 @@ def check_hydra(option: str, compose_train, tmp_path: Path) -> None:
         assert sweep["subdir"] == "${hydra.job.num}_${short_dirname:${hydra.job.override_dirname}}"
         assert cfg.hydra.job.chdir is False
         assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["dataset.root", "hparams_search"]
-        assert cfg.hydra.callbacks.trial_summary._target_ == "recforge.sweep.TrialSummary"
+        assert cfg.hydra.callbacks.trial_summary._target_ == "recforge.run.sweep.TrialSummary"
         assert get_class(cfg.hydra.callbacks.trial_summary._target_) is not None
 
 
@@ -671,6 +697,7 @@ CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
     "encoder": check_encoder,
     "decoder": check_decoder,
     "item_embedder": check_item_embedder,
+    "fusion": check_fusion,
     "loss": check_loss,
     "optimizer": check_optimizer,
     "scheduler": check_scheduler,

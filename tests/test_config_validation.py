@@ -1,4 +1,4 @@
-"""The composed config is validated before any work starts (recforge.validate): types and ranges, cross-key
+"""The composed config is validated before any work starts (recforge.run.validate): types and ranges, cross-key
 rules, incompatible parts, unknown keys; every valid option still validates; and through the real
 ``recforge-train`` one test per category: exit status, the exact one-line message, no traceback, no run
 directory, nothing read."""
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, open_dict
 
 import recforge
 from recforge.errors import RecforgeError
-from recforge.validate import PRECISIONS, config_problems, validate_config
+from recforge.run.validate import PRECISIONS, config_problems, validate_config
 
 CONF = Path(recforge.__file__).resolve().parent / "conf"
 SCRIPT = Path(sys.executable).with_name("recforge-train")

@@ -18,10 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from recforge.checkpoints import check_checkpoint, load_checkpoint, state_dict_mismatch
 from recforge.data.datamodule import _load_cache
 from recforge.errors import RecforgeError
-from recforge.eval import load_weights
+from recforge.run.checkpoints import (
+    check_checkpoint,
+    load_checkpoint,
+    state_dict_mismatch,
+)
+from recforge.run.load import load_weights
 
 BIN = Path(sys.executable).parent
 TINY = ["trainer.max_epochs=1", "dataset.max_len=10", "hidden_size=16", "logger=csv"]

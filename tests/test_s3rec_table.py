@@ -83,3 +83,29 @@ def test_the_readme_multirun_selects_exactly_the_twelve_table_cells():
     names = sorted(p.stem for p in (PROJECT / "src" / "recforge" / "conf" / "experiment").glob("*.yaml"))
     assert override.value().filter(names) == [f"{d}_{m}" for d in ("beauty", "sports", "toys", "yelp")
                                               for m in ("bert4rec", "gru4rec", "sasrec")]
+
+
+def test_s3rec_rule_evaluations_get_their_own_rows_and_leaky_records_are_left_out(tmp_path, project_script):
+    script = project_script("experiments/s3rec_table.py")
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    fake_run(runs, 42, 0.0400, "10:00.00")
+    evaluated = runs / "toys_sasrec" / "seed42" / "eval" / "2026-12-02_07-00-00"
+    evaluated.mkdir(parents=True)
+    s3rec = {m: 0.03 for m in METRICS}
+    (evaluated / "metrics.json").write_text(json.dumps(
+        {"split": "test", "metrics": s3rec | {"unreachable": 0.0}, "evaluation": {"mask_history": "s3rec"}}))
+    written = script.record_runs(runs, records)
+    assert sorted(p.name for p in written) == ["toys_sasrec_seed42.json", "toys_sasrec_seed42_s3rec.json"]
+    record = json.loads((records / "toys_sasrec_seed42_s3rec.json").read_text())
+    assert record["mask_history"] == "s3rec" and record["test"]["ndcg@10"] == 0.03 and record["wall_seconds"] is None
+    lines = script.table(records).splitlines()
+    row = lines.index("| Toys | SASRec | published | 0.0463 | 0.0306 | 0.0675 | 0.0374 | 0.0941 | 0.0441 | | |")
+    assert lines[row + 1].startswith("| | | ours (n=1, seeds 42) | 0.0500 | 0.0500 | 0.0500 | 0.0400 |")
+    assert lines[row + 3].startswith("| | | ours (S3-Rec masking, n=1, seeds 42) | 0.0300 |")
+    assert lines[row + 4].split("|")[7].strip() == f"{0.03 / 0.0374:.2f}"
+    # a record of the old target-sparing mask is not averaged into any row
+    leaky = {"seed": 1, "test": {m: 0.9 for m in METRICS}, "wall_seconds": 60.0, "mask_history": "target spared"}
+    (records / "yelp_sasrec_seed1.json").write_text(json.dumps(leaky))
+    yelp = script.table(records).splitlines()
+    row = next(i for i, line in enumerate(yelp) if line.startswith("| Yelp | SASRec | published"))
+    assert yelp[row + 1].startswith("| | | ours: earlier runs used the leaky mask, re-run pending |")

@@ -4,10 +4,10 @@ single-run divergence, joblib parallel trials, TensorBoard HParams, and composin
 from __future__ import annotations
 
 import json
-import re
 import logging
 import math
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -25,15 +25,15 @@ from omegaconf import OmegaConf
 
 from recforge.errors import RecforgeError
 from recforge.evaluation.ranking import rank_targets
-from recforge.sweep import (
+from recforge.run.sweep import (
     FAILED_FILE,
-    short_dirname,
     TrialSummary,
     failed_trials,
     flatten,
     optuna_direction,
     record_failure,
     run_identity,
+    short_dirname,
 )
 from recforge.wandb_sweep import wandb_parameter
 
@@ -217,7 +217,9 @@ def test_wandb_parameter(expression, expected):
 ])
 def test_wandb_parameter_samples_the_space_the_optuna_sweeper_does(expression, optuna_class):
     """Parity: a search space means the same under W&B as under the Optuna sweeper (same kind, same bounds)."""
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+    from hydra_plugins.hydra_optuna_sweeper._impl import (
+        create_optuna_distribution_from_override,
+    )
 
     dist = create_optuna_distribution_from_override(OverridesParser.create().parse_override(f"k={expression}"))
     assert type(dist).__name__ == optuna_class
@@ -267,9 +269,9 @@ def test_failed_trials_and_trial_summary(tmp_path, caplog):
                         {"1_seed=2": "training loss became nan in epoch 0", "2_seed=3": "out of\nmemory"})
     assert failed_trials(sweep) == [("1_seed=2", "training loss became nan in epoch 0"),
                                     ("2_seed=3", "out of memory")]
-    with caplog.at_level(logging.INFO, logger="recforge.sweep"):
+    with caplog.at_level(logging.INFO, logger="recforge.run.sweep"):
         TrialSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
-    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "recforge.sweep"] == [
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "recforge.run.sweep"] == [
         ("WARNING", "2 of 3 trials failed (details in <trial>/failed.json):"),
         ("WARNING", "  1_seed=2: training loss became nan in epoch 0"),
         ("WARNING", "  2_seed=3: out of memory"),
@@ -277,9 +279,9 @@ def test_failed_trials_and_trial_summary(tmp_path, caplog):
 
     caplog.clear()
     ok = _fake_sweep(tmp_path / "ok", ["0_a", "1_b"], {})
-    with caplog.at_level(logging.INFO, logger="recforge.sweep"):
+    with caplog.at_level(logging.INFO, logger="recforge.run.sweep"):
         TrialSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(ok)}}}))
-    assert [r.getMessage() for r in caplog.records if r.name == "recforge.sweep"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "recforge.run.sweep"] == [
         f"all 2 trials finished; compare them with: recforge-report {ok}"]
 
 
@@ -635,11 +637,12 @@ def test_tensorboard_hparams(tmp_path):
 def test_final_hparams_reach_disk_after_lightning_closed_the_writer(tmp_path):
     """Lightning closes the TensorBoard writer after testing; the final HParams write reopens it and must be on
     disk when log_final_metrics returns (an unclosed writer leaves it to a daemon thread the process exit kills)."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from types import SimpleNamespace
 
-    from recforge.train import log_final_metrics
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from recforge.run.loggers import log_final_metrics
 
     logger = TensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="", default_hp_metric=False)
     logger.log_metrics({"train/loss": 1.5}, step=0)
@@ -660,7 +663,7 @@ def test_final_hparams_reach_disk_after_lightning_closed_the_writer(tmp_path):
 
 
 def compose_hydra(*overrides: str):
-    import recforge.sweep  # noqa: F401  (registers the optuna_direction resolver)
+    import recforge.run.sweep  # noqa: F401  (registers the optuna_direction resolver)
 
     with initialize_config_module("recforge.conf", version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
@@ -678,7 +681,7 @@ def test_optuna_search_composes(mode, direction):
     assert dict(sweeper.params) == {"optimizer.lr": "tag(log, interval(0.0001, 0.01))",
                                     "encoder.dropout": "interval(0.0, 0.5)", "hidden_size": "choice(32, 64, 128)"}
     assert cfg.hydra.mode == RunMode.MULTIRUN
-    assert cfg.hydra.callbacks.trial_summary._target_ == "recforge.sweep.TrialSummary"
+    assert cfg.hydra.callbacks.trial_summary._target_ == "recforge.run.sweep.TrialSummary"
     assert "hparams_search" in cfg.hydra.job.config.override_dirname.exclude_keys
 
 

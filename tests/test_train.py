@@ -20,7 +20,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
-from recforge.train import build, build_trainer, train
+from recforge.run.build import build, build_trainer
+from recforge.train import train
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("recforge-train")
@@ -152,11 +153,15 @@ def test_popularity_scores_are_training_counts_and_metrics_match_a_hand_ranking(
     assert torch.isneginf(scores[:, 0]).all()
     assert scores[:, 1:].double().numpy().tolist() == [expected[1:].tolist()] * 2
 
-    # test targets ranked by hand: history (every earlier item) masked, ties counted against the target
+    # test targets ranked by hand: history (every earlier item) masked, ties counted against the target; a target
+    # that repeats an earlier item is masked with it (-inf, tied with every masked id): last of the N+1 columns
     ranks = []
     for u in range(seqs.num_users):
         seq = seqs.items[seqs.indptr[u]:seqs.indptr[u + 1]]
-        target, history = seq[-1], set(seq[:-1].tolist()) - {seq[-1]}
+        target, history = seq[-1], set(seq[:-1].tolist())
+        if target in history:
+            ranks.append(seqs.num_items + 1)
+            continue
         others = [j for j in range(1, seqs.num_items + 1) if j != target and j not in history]
         ranks.append(1 + sum(expected[j] >= expected[target] for j in others))
     ranks = np.array(ranks)

@@ -26,16 +26,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from recforge.checkpoints import load_checkpoint
-from recforge.cli import user_errors
 from recforge.data.datamodule import EvalSamples, SequenceDataModule
 from recforge.errors import RecforgeError
-from recforge.eval import find_checkpoint, load_run_config, load_weights
 from recforge.evaluation.metrics import ranking_metrics
 from recforge.evaluation.ranking import rank_targets
 from recforge.models.module import NextItemModule
-from recforge.runinfo import run_info, write_json
-from recforge.train import build
+from recforge.run.build import build
+from recforge.run.checkpoints import load_checkpoint
+from recforge.run.cli import user_errors
+from recforge.run.load import find_checkpoint, load_run_config, load_weights
+from recforge.run.records import run_info, write_json
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,19 @@ def split_ranks(a: LoadedRun, b: LoadedRun, split: str, weights: list[float], no
         scores_a = normalize(a.module.score(ba["input"], ba["user"]))  # (B, N+1)
         scores_b = normalize(b.module.score(bb["input"], bb["user"]))  # (B, N+1)
         history = ba["history"] if fill is not None else None
-        out.append(fused_ranks(scores_a, scores_b, weights, ba["target"], history, -math.inf if fill is None else fill))
+        fill_value = -math.inf if fill is None else fill
+        out.append(fused_ranks(scores_a, scores_b, weights, ba["target"], history, fill_value))
     return torch.cat(out, dim=1)  # (W, S)
+
+
+def unreachable_fraction(run: LoadedRun, split: str, batch_size: int) -> float:
+    """The fraction of ``split`` samples whose target the run's history mask makes unreachable (the same for every
+    weight: the mask depends on the history alone)."""
+    samples = _samples(run, split)
+    starts = range(0, len(samples), batch_size)
+    batches = (list(range(start, min(start + batch_size, len(samples)))) for start in starts)
+    flags = [run.module.unreachable_targets(samples.__getitems__(index)) for index in batches]
+    return torch.cat(flags).double().mean().item() if flags else math.nan
 
 
 def fuse(cfg: DictConfig, out: Path) -> dict[str, Any]:
@@ -179,8 +190,13 @@ def fuse(cfg: DictConfig, out: Path) -> dict[str, Any]:
     batch_size = int(cfg.batch_size)
     for split in ("val", "test"):
         check_same_samples(a, b, split)
+    unreachable = {split: unreachable_fraction(a, split, batch_size) for split in ("val", "test")}
+
+    def metrics(ranks: Tensor, split: str) -> dict[str, float]:
+        return {**ranking_metrics(ranks, ks), "unreachable": unreachable[split]}
+
     val_ranks = split_ranks(a, b, "val", weights, normalize, batch_size)  # (W, S_val)
-    val = {w: ranking_metrics(val_ranks[i], ks) for i, w in enumerate(weights)}
+    val = {w: metrics(val_ranks[i], "val") for i, w in enumerate(weights)}
     weight = choose_weight(val, cfg.objective)
     chosen = [weight, 1.0, 0.0]  # the fusion, then each model alone (for the comparison)
     test_ranks = split_ranks(a, b, "test", chosen, normalize, batch_size)
@@ -190,8 +206,8 @@ def fuse(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "weight": weight,
         "weight_chosen_on": "given" if cfg.weight is not None else f"val/{cfg.objective}",
         "val": {str(w): m for w, m in val.items()},
-        "test": ranking_metrics(test_ranks[0], ks),
-        "test_alone": {str(runs[0]): ranking_metrics(test_ranks[1], ks), str(runs[1]): ranking_metrics(test_ranks[2], ks)},
+        "test": metrics(test_ranks[0], "test"),
+        "test_alone": {str(runs[0]): metrics(test_ranks[1], "test"), str(runs[1]): metrics(test_ranks[2], "test")},
         "samples": {"val": int(val_ranks.shape[1]), "test": int(test_ranks.shape[1])},
         "run_info": run_info(a.cfg.paths.root_dir),
     }

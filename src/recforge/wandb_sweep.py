@@ -19,9 +19,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from omegaconf import DictConfig
 
-import recforge.sweep  # noqa: F401  (registers the optuna_direction resolver)
-from recforge.cli import user_errors
+import recforge.run.sweep  # noqa: F401  (registers the optuna_direction resolver)
 from recforge.errors import RecforgeError
+from recforge.run.cli import user_errors
 
 SEARCH_KEYS = ("hparams_search",)
 

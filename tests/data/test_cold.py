@@ -6,12 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from recforge.data.cold import choose_cold_items, cold_target_counts, hold_out_items, text_neighbour_rows
+from recforge.data.cold import (
+    choose_cold_items,
+    cold_target_counts,
+    hold_out_items,
+)
 from recforge.data.datamodule import SequenceDataModule
 from recforge.data.preprocess import Sequences
 from recforge.data.splits import LeaveOneOut, TemporalRatio
 from recforge.data.synthetic import SyntheticSequences
 from recforge.errors import RecforgeError
+from recforge.models.embedders import text_neighbour_rows
 
 
 def sequences(rows: list[list[int]], num_items: int) -> Sequences:

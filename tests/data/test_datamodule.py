@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from recforge.data.datamodule import EvalSamples, SequenceDataModule, TrainWindows, _load_cache
+from recforge.data.datamodule import (
+    EvalSamples,
+    SequenceDataModule,
+    TrainWindows,
+    _load_cache,
+)
 from recforge.data.splits import LeaveOneOut, TemporalRatio
 from recforge.errors import RecforgeError
 

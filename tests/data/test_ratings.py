@@ -4,7 +4,13 @@ import pandas as pd
 import pytest
 import torch
 
-from recforge.data.ratings import RandomHoldout, RandomKFold, RatingDataModule, history_csr, recent_history
+from recforge.data.ratings import (
+    RandomHoldout,
+    RandomKFold,
+    RatingDataModule,
+    history_csr,
+    recent_history,
+)
 from recforge.errors import RecforgeError
 
 

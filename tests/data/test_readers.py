@@ -23,7 +23,6 @@ from recforge.data.readers import (
 )
 from recforge.errors import RecforgeError
 
-
 # ------------------------------------------------------------------------- fixtures
 
 

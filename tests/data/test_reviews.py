@@ -13,7 +13,7 @@ from recforge.data.ratings import RandomHoldout
 from recforge.data.readers import ClothingReviews
 from recforge.data.reviews import ReviewDataModule, Tokens, tokenize_texts
 from recforge.errors import RecforgeError
-from recforge.text.encoder import TextEncoder
+from recforge.models.text_encoder import TextEncoder
 
 PROJECT = Path(__file__).resolve().parents[2]
 REAL = Path(os.environ.get("RECFORGE_DATA", PROJECT.parent / "shared" / "data")) / "clothing-reviews" / "reviews.csv"

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from recforge.models.module import NextItemModule
-from recforge.train import build_module
+from recforge.run.build import build_module
 
 TINY = ["trainer.max_epochs=2", "dataset.reader.num_users=120", "dataset.reader.num_items=60", "dataset.max_len=10",
         "hidden_size=16", "logger=csv", "callbacks.progress_bar=null"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from recforge.data.datamodule import TrainingData
 from recforge.deploy.export import (
     example_items,
     export_onnx,
@@ -16,9 +17,8 @@ from recforge.deploy.export import (
     load_export,
     main,
 )
-from recforge.data.datamodule import TrainingData
 from recforge.deploy.model import Scorer
-from recforge.train import build_module
+from recforge.run.build import build_module
 
 KINDS = {"torchscript": ("torchscript", None), "onnx": ("onnx", None),
          "torchscript-int8": ("torchscript", "int8"), "onnx-int8": ("onnx", "int8")}

@@ -15,15 +15,20 @@ from torch import Tensor
 
 from recforge.data.datamodule import TrainingData
 from recforge.errors import TrainingDiverged
-from recforge.evaluation.ranking import chunked_target_ranks, mask_chunk, rank_targets, topk_chunked
+from recforge.evaluation.ranking import (
+    chunked_target_ranks,
+    mask_chunk,
+    rank_targets,
+    topk_chunked,
+)
 from recforge.models.decoders import DotProduct, score_columns
 from recforge.models.embedders import IdEmbedding
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 from recforge.models.encoders.sasrec import SASRec
 from recforge.models.losses import CrossEntropy
 from recforge.models.module import NextItemModule
-from recforge.train import build, build_trainer
-from recforge.validate import config_problems
+from recforge.run.build import build, build_trainer
+from recforge.run.validate import config_problems
 
 NEG_INF, NAN = float("-inf"), float("nan")
 TINY_DATA = [

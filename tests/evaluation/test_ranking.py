@@ -12,10 +12,10 @@ from recforge.evaluation.ranking import (
     RankAccumulator,
     history_fill,
     mask_history,
-    repeated_targets,
     rank_targets,
     ranks_by_correction,
     ranks_by_masked_copy,
+    repeated_targets,
 )
 
 NEG_INF = float("-inf")

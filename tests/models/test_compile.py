@@ -12,8 +12,10 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from recforge.errors import RecforgeError
-from recforge.train import build, compile_loss, config_changes, train
-from recforge.validate import validate_config
+from recforge.run.build import build, compile_loss
+from recforge.run.resume import config_changes
+from recforge.run.validate import validate_config
+from recforge.train import train
 
 TINY = [
     "dataset.reader.num_users=80", "dataset.reader.num_items=40", "dataset.reader.max_length=16",

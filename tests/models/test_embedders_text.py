@@ -13,11 +13,20 @@ from torch import Tensor, nn
 import recforge
 from recforge.errors import RecforgeError
 from recforge.models.decoders import DotProduct
-from recforge.models.embedders import HybridEmbedding, IdEmbedding, ItemTextTable, TextEmbedding, UsesItemText
+from recforge.models.embedders import (
+    ConcatFusion,
+    GateFusion,
+    HybridEmbedding,
+    IdEmbedding,
+    ItemTextTable,
+    SumFusion,
+    TextEmbedding,
+    UsesItemText,
+)
 from recforge.models.encoders.content import ContentEncoder, causal_mean
 from recforge.models.encoders.sasrec import SASRec
-from recforge.text.attach import attach_item_text
-from recforge.train import build, build_trainer
+from recforge.run.build import build, build_trainer
+from recforge.run.item_text import attach_item_text
 
 TEXT = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 2.0]])  # items 1..3, D = 3
 ITEMS = torch.tensor([[0, 1, 2, 3, 4]])  # padding, the three items, [MASK] (= N + 1 = 4)
@@ -87,11 +96,11 @@ def test_training_before_attaching_is_a_bug_but_evaluation_works():
 
 def test_text_table_is_saved_and_restored_from_a_state_dict():
     torch.manual_seed(0)
-    trained = HybridEmbedding(num_items=3, hidden_size=2, text_dim=3, fusion="gate")
+    trained = HybridEmbedding(num_items=3, hidden_size=2, text_dim=3, fusion=GateFusion)
     trained.text.attach_text_embeddings(TEXT)
     state = trained.state_dict()
     assert torch.equal(state["text.table"][1:4], TEXT)
-    fresh = HybridEmbedding(num_items=3, hidden_size=2, text_dim=3, fusion="gate")
+    fresh = HybridEmbedding(num_items=3, hidden_size=2, text_dim=3, fusion=GateFusion)
     assert not fresh.text.ready
     fresh.load_state_dict(state)
     assert fresh.text.ready  # a checkpoint alone is enough: no texts, no text model
@@ -102,7 +111,8 @@ def test_text_table_is_saved_and_restored_from_a_state_dict():
 
 
 def hybrid(fusion: str) -> HybridEmbedding:
-    emb = HybridEmbedding(num_items=3, hidden_size=2, text_dim=3, fusion=fusion)
+    emb = HybridEmbedding(num_items=3, hidden_size=2, text_dim=3,
+                          fusion={"sum": SumFusion, "concat": ConcatFusion, "gate": GateFusion}[fusion])
     emb.text.attach_text_embeddings(TEXT)
     hand_id_table(emb.ids)
     return emb
@@ -141,9 +151,16 @@ def test_hybrid_gate_hand_values_and_formula():
     torch.testing.assert_close(emb.output_weights()[1:], g * ids + (1 - g) * t)
 
 
-def test_hybrid_unknown_fusion_is_a_user_error():
-    with pytest.raises(RecforgeError, match=r"item_embedder.fusion='max' is not one of sum, concat, gate"):
-        HybridEmbedding(num_items=3, hidden_size=2, text_dim=3, fusion="max")
+def test_hybrid_unknown_fusion_is_refused_by_the_config_group():
+    """Fusions are chosen by the ``fusion`` config group (``_target_``), so an unknown one is Hydra's one-line
+    'Could not find' error listing the options."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import MissingConfigException
+
+    with initialize_config_module("recforge.conf", version_base="1.3"):
+        with pytest.raises(MissingConfigException, match=r"Could not find 'fusion/max'"):
+            compose("train", overrides=["item_embedder=hybrid", "fusion=max"])
+        assert compose("train", overrides=["fusion=gate"]).fusion._target_.endswith("GateFusion")
 
 
 def test_text_parts_are_found_once_through_shared_embedders():
@@ -316,7 +333,7 @@ def fit_and_validate(cfg) -> dict[str, float]:
 @pytest.mark.slow
 def test_sasrec_with_hybrid_items_beats_popularity_on_synthetic_data(compose_train, tmp_path):
     quiet = ["callbacks=none", "logger=none", "+trainer.enable_progress_bar=false",
-             "+trainer.enable_model_summary=false"]
+             "trainer.enable_model_summary=false"]
     pop = fit_and_validate(compose_train("encoder=popularity", *quiet))
     cfg = compose_train(text_encoder_override(), "item_embedder=hybrid", "encoder=sasrec", "trainer.max_epochs=4",
                         *quiet)

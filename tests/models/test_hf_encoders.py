@@ -13,8 +13,12 @@ from transformers import BertConfig, BertModel, GPT2Config, GPT2Model
 
 from recforge.models.embedders import IdEmbedding
 from recforge.models.encoders.bert4rec import BERT4Rec
-from recforge.models.encoders.hf import HFBidirectionalEncoder, HFCausalEncoder, HFEncoder
-from recforge.train import build, build_trainer
+from recforge.models.encoders.hf import (
+    HFBidirectionalEncoder,
+    HFCausalEncoder,
+    HFEncoder,
+)
+from recforge.run.build import build, build_trainer
 
 TINY = [
     "dataset.reader.num_users=120", "dataset.reader.num_items=60", "dataset.reader.max_length=20",
@@ -137,7 +141,7 @@ def test_hf_bert_inference_input_appends_mask():
 @pytest.mark.parametrize(("option", "cls", "model_cls"), [("hf_gpt2", HFCausalEncoder, GPT2Model),
                                                           ("hf_bert", HFBidirectionalEncoder, BertModel)])
 def test_hf_config_composes_with_configured_sizes(option, cls, model_cls, compose_train):
-    from recforge.validate import config_problems
+    from recforge.run.validate import config_problems
 
     cfg = compose_train(f"encoder={option}", *TINY)
     assert config_problems(cfg) == []  # unknown_arguments accepts every key
@@ -162,7 +166,7 @@ def test_hf_config_composes_with_configured_sizes(option, cls, model_cls, compos
 
 
 def test_any_model_type_through_autoconfig(compose_train):
-    from recforge.validate import config_problems
+    from recforge.run.validate import config_problems
 
     cfg = compose_train("encoder=hf_bert", *TINY)
     config = {"_target_": "transformers.AutoConfig.for_model", "model_type": "roberta", "hidden_size": 16,

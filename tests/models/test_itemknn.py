@@ -19,7 +19,8 @@ from recforge.models.encoders import itemknn
 from recforge.models.encoders.itemknn import ItemKNNScores, MultiHot, cosine_neighbours
 from recforge.models.losses import CrossEntropy
 from recforge.models.module import NextItemModule
-from recforge.train import build, build_trainer, fit_and_test
+from recforge.run.build import build, build_trainer
+from recforge.run.fit import fit_and_test
 
 # users' training items: u0 {1, 2}, u1 {1, 2, 3}, u2 {2, 3}, u3 {3, 4}; users per item n1=2 n2=3 n3=3 n4=1
 # co-occurrence: (1,2)=2 (1,3)=1 (2,3)=2 (3,4)=1, others 0

@@ -22,8 +22,10 @@ from recforge.models.encoders.mf import MatrixFactorization
 from recforge.models.losses import BPR
 from recforge.models.module import NextItemModule
 from recforge.models.samplers import UniformNegatives
-from recforge.train import build, build_trainer, fit_and_test, train
-from recforge.validate import validate_config
+from recforge.run.build import build, build_trainer
+from recforge.run.fit import fit_and_test
+from recforge.run.validate import validate_config
+from recforge.train import train
 
 TINY = ["dataset.reader.num_users=150", "dataset.reader.num_items=60", "dataset.reader.max_length=20",
         "dataset.max_len=10", "hidden_size=16", "logger=none", "callbacks=none"]

@@ -11,15 +11,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, f1_score, log_loss, mean_absolute_error, mean_squared_error, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    roc_auc_score,
+)
 
 from recforge.data.ratings import RandomHoldout
 from recforge.data.readers import ClothingReviews
 from recforge.data.reviews import ReviewDataModule
 from recforge.errors import RecforgeError
 from recforge.evaluation.pointwise import IntentMetrics, ValueMetrics
+from recforge.models.text_encoder import LoraSettings, TextEncoder
 from recforge.models.text_module import TextPointwiseModule
-from recforge.text.encoder import LoraSettings, TextEncoder
 
 PROJECT = Path(__file__).resolve().parents[2]
 REAL = Path(os.environ.get("RECFORGE_DATA", PROJECT.parent / "shared" / "data")) / "clothing-reviews" / "reviews.csv"

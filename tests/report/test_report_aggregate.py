@@ -11,7 +11,13 @@ import pytest
 from scipy import stats
 
 from recforge.errors import RecforgeError
-from recforge.report.aggregate import aggregate, default_row_keys, matches, parse_baseline, summarise
+from recforge.report.aggregate import (
+    aggregate,
+    default_row_keys,
+    matches,
+    parse_baseline,
+    summarise,
+)
 from recforge.report.collect import collect_runs
 
 METRICS = ["test/hr@10", "test/ndcg@10"]

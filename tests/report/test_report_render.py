@@ -53,6 +53,17 @@ def test_markdown_column_groups_and_lower_is_better(runs):
     assert "(lower is better for fit_seconds)" in text
 
 
+def test_markdown_table_from_plain_rows():
+    text = render.markdown_table(["name", "n", "note"], [["a|b", 3, ""], ("c", 0.5, None)], align="lr")
+    assert text == ("| name | n | note |\n"
+                    "|:---|---:|---|\n"
+                    "| a\\|b | 3 | |\n"
+                    "| c | 0.5 | None |")
+    assert render.markdown_table(["x", "y"], [], align="c") == "| x | y |\n|:---:|---|"
+    with pytest.raises(ValueError, match="needs 2 cells"):
+        render.markdown_table(["x", "y"], [["only one"]])
+
+
 def test_csv_has_separate_mean_std_n_p(table):
     frame = pd.read_csv(io.StringIO(render.csv(table)))
     assert list(frame.columns) == [

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import recforge
-from recforge.text.encoder import TextEncoder
+from recforge.models.text_encoder import TextEncoder
 
 TRAIN_YAML = Path(recforge.__file__).resolve().parent / "conf" / "train.yaml"
 

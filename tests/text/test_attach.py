@@ -15,15 +15,15 @@ from recforge.models.decoders import DotProduct
 from recforge.models.embedders import HybridEmbedding, ItemTextTable, TextEmbedding
 from recforge.models.encoders.content import ContentEncoder
 from recforge.models.encoders.sasrec import SASRec
-from recforge.text.attach import CACHE_SUBDIR, attach_item_text, text_parts
-from recforge.text.encoder import TextEncoder
-from recforge.train import build, build_module, build_trainer
-from recforge.validate import config_problems
+from recforge.models.text_encoder import TextEncoder
+from recforge.run.build import build, build_module, build_trainer
+from recforge.run.item_text import CACHE_SUBDIR, attach_item_text, text_parts
+from recforge.run.validate import config_problems
 
 TINY = [
     "dataset.reader.num_users=120", "dataset.reader.num_items=60", "dataset.reader.max_length=20",
     "dataset.max_len=10", "dataset.batch_size=32", "hidden_size=16",
-    "callbacks=none", "logger=none", "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
+    "callbacks=none", "logger=none", "+trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
 ]
 
 
@@ -134,8 +134,8 @@ def training_loss(module, datamodule) -> float:
 
 
 @pytest.mark.parametrize("option", ["item_embedder=text", "item_embedder=text item_embedder.mlp_hidden=32",
-                                    "item_embedder=hybrid", "item_embedder=hybrid item_embedder.fusion=concat",
-                                    "item_embedder=hybrid item_embedder.fusion=gate",
+                                    "item_embedder=hybrid", "item_embedder=hybrid fusion=concat",
+                                    "item_embedder=hybrid fusion=gate",
                                     "encoder=content encoder.projection=true",
                                     "item_embedder=hybrid encoder=bert4rec", "item_embedder=text encoder=gru4rec"])
 def test_text_options_train_on_tiny_data(option, compose, tmp_path):

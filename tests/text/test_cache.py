@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from recforge.text.cache import EmbeddingCache, cached_encode, embedding_key
+from recforge.models.text_cache import EmbeddingCache, cached_encode, embedding_key
 
 
 class CountingEncoder:
@@ -89,14 +89,14 @@ def test_damaged_entry_is_rebuilt_with_a_warning(tmp_path, damage, caplog):
         meta_path.unlink()
     else:
         np.save(array_path, np.full((3, 3), np.nan, dtype=np.float32))
-    with caplog.at_level(logging.WARNING, logger="recforge.text.cache"):
+    with caplog.at_level(logging.WARNING, logger="recforge.models.text_cache"):
         rebuilt = cached_encode(encoder, TEXTS, cache)
     torch.testing.assert_close(rebuilt, EXPECTED)
     assert encoder.encoded == TEXTS * 2  # encoded again
     assert any("is damaged" in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
     # the rebuilt entry is whole again: a hit, no warning
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="recforge.text.cache"):
+    with caplog.at_level(logging.WARNING, logger="recforge.models.text_cache"):
         torch.testing.assert_close(cached_encode(encoder, TEXTS, cache), EXPECTED)
     assert encoder.encoded == TEXTS * 2 and not caplog.records
 

@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from recforge.errors import RecforgeError
-from recforge.text.encoder import LoraSettings, TextEncoder, mean_pool, model_files_sha256, packaged_model_dir
+from recforge.models.text_encoder import (
+    LoraSettings,
+    TextEncoder,
+    mean_pool,
+    model_files_sha256,
+    packaged_model_dir,
+)
 
 SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The new movie is awesome.",
              "A man is riding a horse."]

@@ -9,11 +9,7 @@ import pandas as pd
 import pytest
 
 from recforge.data.datamodule import SequenceDataModule
-from recforge.data.readers import MovieLens100K, S3RecSequences
-from recforge.data.splits import LeaveOneOut
-from recforge.data.synthetic import SyntheticSequences
-from recforge.errors import RecforgeError
-from recforge.text.items import (
+from recforge.data.item_text import (
     attribute_tokens,
     dataset_item_texts,
     field_text,
@@ -21,6 +17,10 @@ from recforge.text.items import (
     render_texts,
     template_fields,
 )
+from recforge.data.readers import MovieLens100K, S3RecSequences
+from recforge.data.splits import LeaveOneOut
+from recforge.data.synthetic import SyntheticSequences
+from recforge.errors import RecforgeError
 
 FRAME = pd.DataFrame({
     "item": ["10", "20", "30"],

@@ -12,14 +12,12 @@ Protocol (``dataset.cold_items`` > 0, leave-one-out split only):
   negative samplers never draw it (see :class:`recforge.models.module.NextItemModule`). Evaluation ranks over
   all items as usual, and metrics are reported over all targets and separately over warm and cold targets.
 - A cold item's id row is never trained. ``NextItemModule(cold_id_neighbours=k)`` replaces it before every
-  evaluation by :func:`text_neighbour_rows` (the mean id row of its k most text-similar warm items) in models
+  evaluation by :func:`recforge.models.embedders.text_neighbour_rows` (the mean id row of its k most text-similar warm items) in models
   whose items also have text (hybrid); ID-only models keep the random initial rows.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from recforge.data.preprocess import Sequences
 
@@ -55,19 +53,3 @@ def cold_target_counts(items: np.ndarray, indptr: np.ndarray, samples: np.ndarra
     targets = items[indptr[samples[:, 0]] + samples[:, 1]]  # (S,)
     n_cold = int(cold[targets].sum())
     return len(targets) - n_cold, n_cold
-
-
-def text_neighbour_rows(rows: Tensor, text: Tensor, cold: Tensor, k: int) -> Tensor:
-    """For every cold item, the mean of ``rows`` of the ``k`` warm items whose text embedding is the most
-    cosine-similar to its own: a never-trained id row replaced by what its nearest warm items learned.
-
-    rows: (N+1, H) id rows of ids 0..N; text: (N+1, D) text embeddings; cold: (N+1,) bool. Returns (C, H) in the
-    order of ``cold.nonzero()``. Padding (id 0) and cold items are never neighbours.
-    """
-    unit = torch.nn.functional.normalize(text.float(), dim=1)  # (N+1, D)
-    sim = unit[cold] @ unit.T  # (C, N+1)
-    excluded = cold.clone()
-    excluded[0] = True
-    sim[:, excluded] = float("-inf")
-    neighbours = sim.topk(min(k, int((~excluded).sum())), dim=1).indices  # (C, k)
-    return rows[neighbours].mean(dim=1)  # (C, H)

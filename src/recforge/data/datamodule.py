@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
+from recforge.data.cold import choose_cold_items, cold_target_counts, hold_out_items
 from recforge.data.preprocess import (
     Sequences,
     deduplicate,
@@ -30,9 +31,26 @@ from recforge.data.preprocess import (
     statistics,
     to_sequences,
 )
-from recforge.data.cold import choose_cold_items, cold_target_counts, hold_out_items
-from recforge.data.splits import LeaveOneOut, Split, repeated_targets, training_windows, window_new_targets
+from recforge.data.splits import (
+    LeaveOneOut,
+    Split,
+    repeated_targets,
+    training_windows,
+    window_new_targets,
+)
 from recforge.errors import RecforgeError
+from recforge.rules import (
+    ABSENT,
+    BOOLEAN,
+    NUMBER,
+    Arguments,
+    check_arguments,
+    int_at_least,
+    number_in,
+    optional,
+    part_class,
+    rule_table,
+)
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2  # 2: duplicates_removed stored with the sequences
@@ -192,8 +210,39 @@ class EvalSamples(Dataset):
         return self.__getitems__([index])
 
 
+# the argument rules of every datamodule's loaders (recforge.rules)
+LOADER_RULES = rule_table(batch_size=int_at_least(1), eval_batch_size=int_at_least(1), num_workers=int_at_least(0))
+
+
+def stride_within_window(args: Arguments) -> str | None:
+    """Overlapping training windows end at most one window length apart (a larger stride would skip targets)."""
+    stride, max_len = args["train_stride"], args["max_len"]
+    if stride is ABSENT or stride is None or max_len is ABSENT or stride <= max_len:
+        return None
+    return (f"{args.key('train_stride')}={stride} must be <= {args.key('max_len')}={max_len} "
+            "(windows further apart would leave targets out of training)")
+
+
+def cold_items_need_leave_one_out(args: Arguments) -> str | None:
+    """A cold-start split holds cold items out as leave-one-out validation and test targets only."""
+    cold, split = args["cold_items"], part_class(args["split"])
+    if cold is ABSENT or cold == 0 or split is None or issubclass(split, LeaveOneOut):
+        return None
+    return (f"{args.key('cold_items')}={cold} needs dataset/split=leave_one_out (cold items are held out as "
+            f"validation and test targets only), not {split.__name__}")
+
+
 class SequenceDataModule(L.LightningDataModule):
     """Next-item data: one reader, preprocessing options, a split and the window length."""
+
+    sample_kind = "sequences"  # what it makes; its task declares the same (checked by recforge.run.validate)
+    # recforge.rules: checked in the config and here
+    argument_rules = rule_table(
+        max_len=int_at_least(2), **LOADER_RULES, min_rating=optional(NUMBER), user_k=int_at_least(0),
+        item_k=int_at_least(0), bucket_by_length=BOOLEAN, cold_items=number_in(0, 1), cold_seed=int_at_least(0),
+        train_stride=optional(int_at_least(1)),
+    )
+    argument_checks = (stride_within_window, cold_items_need_leave_one_out)
 
     def __init__(
         self,
@@ -215,8 +264,7 @@ class SequenceDataModule(L.LightningDataModule):
         train_stride: int | None = None,
     ) -> None:
         super().__init__()
-        if max_len < 2:
-            raise RecforgeError(f"dataset.max_len={max_len} must be at least 2.")
+        # train_stride and cold_items keep their own wording here (pinned by tests/data), checked first
         if train_stride is not None and not 1 <= train_stride <= max_len:
             raise RecforgeError(f"dataset.train_stride={train_stride} must be between 1 and dataset.max_len={max_len} "
                                 "(or null: windows end every max_len items and do not overlap).")
@@ -224,6 +272,10 @@ class SequenceDataModule(L.LightningDataModule):
         self.train_stride = None if train_stride == max_len else train_stride
         if not 0 <= cold_items < 1:
             raise RecforgeError(f"dataset.cold_items={cold_items} must be a fraction in [0, 1).")
+        check_arguments(SequenceDataModule, "dataset", max_len=max_len, batch_size=batch_size,
+                        eval_batch_size=eval_batch_size, num_workers=num_workers, min_rating=min_rating,
+                        user_k=user_k, item_k=item_k, bucket_by_length=bucket_by_length, cold_items=cold_items,
+                        cold_seed=cold_seed, train_stride=train_stride, split=split)
         self.name, self.reader, self.split_fn, self.max_len = name, reader, split, max_len
         self.root = root  # the data root the reader's path came from (named in error messages)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
@@ -331,11 +383,7 @@ class SequenceDataModule(L.LightningDataModule):
         self.cold_items = torch.from_numpy(choose_cold_items(seqs.num_items, self.cold_fraction, self.cold_seed))
         if self.cold_fraction == 0:
             return seqs
-        if not isinstance(self.split_fn, LeaveOneOut):
-            raise RecforgeError(
-                f"dataset.cold_items={self.cold_fraction} needs dataset/split=leave_one_out (cold items are held out "
-                f"as validation and test targets only), not {type(self.split_fn).__name__}."
-            )
+        # the split is leave-one-out: the constructor checks it (cold_items_need_leave_one_out)
         return hold_out_items(seqs, self.cold_items.numpy(), keep_last=2)
 
     def _cold_stats(self, seqs: Sequences, split: Split) -> dict[str, int]:

@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from recforge.data.datamodule import Reader, _identity
+from recforge.data.datamodule import LOADER_RULES, Reader, _identity
 from recforge.data.preprocess import deduplicate
 from recforge.errors import RecforgeError
+from recforge.rules import check_arguments, int_at_least, rule_table
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +148,15 @@ class RatingDataModule(LabelledDataModule):
     """Rated interactions as pointwise samples. ``threshold`` None: the label is the rating (value task);
     a number: the label is 1 when rating >= threshold, else 0 (intent task)."""
 
+    sample_kind = "ratings"  # what it makes; its task declares the same (checked by recforge.run.validate)
+    argument_rules = rule_table(max_len=int_at_least(2), **LOADER_RULES)  # recforge.rules: checked in the config and here
+
     def __init__(self, name: str, reader: Reader, split: RandomKFold | RandomHoldout, max_len: int = 50,
                  batch_size: int = 256, eval_batch_size: int = 1024, threshold: float | None = None,
                  num_workers: int = 0, root: str | None = None) -> None:
         super().__init__()
+        check_arguments(RatingDataModule, "dataset", max_len=max_len, batch_size=batch_size,
+                        eval_batch_size=eval_batch_size, num_workers=num_workers)
         self.name, self.reader, self.split_fn, self.max_len = name, reader, split, max_len
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.threshold, self.root = threshold, root

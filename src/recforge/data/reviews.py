@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from recforge.data.datamodule import LengthBucketBatchSampler, _identity
+from recforge.data.datamodule import LOADER_RULES, LengthBucketBatchSampler, _identity
 from recforge.data.ratings import (
     LabelledDataModule,
     RandomHoldout,
@@ -31,6 +31,7 @@ from recforge.data.ratings import (
     split_stats,
 )
 from recforge.errors import RecforgeError
+from recforge.rules import BOOLEAN, check_arguments, rule_table
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,15 @@ class ReviewSamples(Dataset):
 class ReviewDataModule(LabelledDataModule):
     """Review texts with the label ``label_column`` (e.g. ``Rating`` for value, ``Recommended IND`` for intent)."""
 
+    sample_kind = "reviews"  # what it makes; its task declares the same (checked by recforge.run.validate)
+    argument_rules = rule_table(**LOADER_RULES, bucket_by_length=BOOLEAN)  # recforge.rules: checked in the config and here
+
     def __init__(self, name: str, reader: ReviewReader, label_column: str, split: RandomHoldout | None = None,
                  batch_size: int = 32, eval_batch_size: int = 128, max_tokens: int = 128,
                  bucket_by_length: bool = True, num_workers: int = 0, root: str | None = None) -> None:
         super().__init__()
+        check_arguments(ReviewDataModule, "dataset", batch_size=batch_size, eval_batch_size=eval_batch_size,
+                        bucket_by_length=bucket_by_length, num_workers=num_workers)
         if max_tokens < 2:
             raise RecforgeError(f"dataset.max_tokens={max_tokens} must be >= 2 (the special tokens alone take 2).")
         self.name, self.reader, self.label_column = name, reader, label_column

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recforge.errors import RecforgeError
+from recforge.rules import ABSENT, UNIT_OPEN, Arguments, rule_table
 
 
 @dataclass
@@ -36,9 +37,22 @@ class LeaveOneOut:
         return Split(train_lengths=train_lengths.astype(np.int64), val=val.astype(np.int64), test=test.astype(np.int64))
 
 
+def split_leaves_test(args: Arguments) -> str | None:
+    """A ratio split keeps a share of each sequence for test targets."""
+    train, val = args["train"], args["val"]
+    if train is ABSENT or val is ABSENT or train + val < 1:
+        return None
+    return (f"{args.key('train')}={train} + {args.key('val')}={val} must be < 1 (the rest of each sequence is the "
+            "test part)")
+
+
 class TemporalRatio:
     """Per user in time order: the first ``train`` share trains, the next ``val`` share are validation
     targets and the rest are test targets (each user keeps at least one item in each part, or is dropped)."""
+
+    # recforge.rules: checked in the config; the constructor says the same in one sentence (pinned by tests/data)
+    argument_rules = rule_table(train=UNIT_OPEN, val=UNIT_OPEN)
+    argument_checks = (split_leaves_test,)
 
     def __init__(self, train: float = 0.8, val: float = 0.1) -> None:
         if not (0 < train < 1 and 0 < val < 1 and train + val < 1):

@@ -12,6 +12,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from recforge.rules import (
+    ABSENT,
+    UNIT_CLOSED,
+    Arguments,
+    check_arguments,
+    int_at_least,
+    number_at_least,
+    rule_table,
+)
+
 CATEGORIES = ["books", "music", "films", "games", "garden", "kitchen", "sports", "toys", "beauty", "travel"]
 ADJECTIVES = ["red", "quiet", "bright", "classic", "modern", "tiny", "grand", "wild", "gentle", "swift", "golden", "dark"]
 NOUNS = {
@@ -20,8 +30,23 @@ NOUNS = {
 }
 
 
+def lengths_ordered(args: Arguments) -> str | None:
+    """The shortest generated sequence is not longer than the longest."""
+    low, high = args["min_length"], args["max_length"]
+    if low is ABSENT or high is ABSENT or low <= high:
+        return None
+    return f"{args.key('min_length')}={low} must be <= {args.key('max_length')}={high}"
+
+
 class SyntheticSequences:
     """Reader-compatible generator: ``read()`` gives interactions, ``item_text()`` the item texts."""
+
+    # recforge.rules: checked in the config and here
+    argument_rules = rule_table(
+        num_users=int_at_least(1), num_items=int_at_least(1), min_length=int_at_least(1), max_length=int_at_least(1),
+        follow_prob=UNIT_CLOSED, zipf_exponent=number_at_least(0), seed=int_at_least(0),
+    )
+    argument_checks = (lengths_ordered,)
 
     def __init__(
         self,
@@ -33,6 +58,9 @@ class SyntheticSequences:
         zipf_exponent: float = 1.1,
         seed: int = 0,
     ) -> None:
+        check_arguments(SyntheticSequences, "dataset.reader", num_users=num_users, num_items=num_items,
+                        min_length=min_length, max_length=max_length, follow_prob=follow_prob,
+                        zipf_exponent=zipf_exponent, seed=seed)
         self.num_users, self.num_items = num_users, num_items
         self.min_length, self.max_length = min_length, max_length
         self.follow_prob, self.zipf_exponent, self.seed = follow_prob, zipf_exponent, seed

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from recforge.cli import user_errors
 from recforge.deploy.model import DeployedModel, load_model
 from recforge.errors import RecforgeError
 from recforge.models.decoders import DotProduct
-from recforge.runinfo import write_json
+from recforge.run.cli import user_errors
+from recforge.run.records import write_json
 
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 ONNX_OPSET = 20  # the dynamo exporter's default in torch 2.13; onnxruntime >= 1.17 runs it

@@ -19,10 +19,12 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from recforge.checkpoints import load_checkpoint, state_dict_mismatch
 from recforge.errors import RecforgeError
-from recforge.eval import find_checkpoint
-from recforge.train import ITEM_IDS_FILE, build_module
+from recforge.models.encoders.base import SequenceEncoder
+from recforge.run.build import build_module
+from recforge.run.checkpoints import load_checkpoint, state_dict_mismatch
+from recforge.run.load import find_checkpoint
+from recforge.run.records import ITEM_IDS_FILE
 
 IdsPolicy = Literal["require", "try", "file"]  # rebuild if needed and fail without | rebuild if possible | file only
 
@@ -193,7 +195,7 @@ def refuse_user_models(run_dir: Path, cfg: DictConfig) -> None:
         encoder = get_class(target) if isinstance(target, str) else None
     except Exception:  # noqa: BLE001 - an unknown class is reported when the model is built
         return
-    if getattr(encoder, "uses_users", False):
+    if isinstance(encoder, type) and issubclass(encoder, SequenceEncoder) and encoder.uses_users:
         raise RecforgeError(f"run {run_dir} uses encoder=mf ({target}), which scores the learned vector of a "
                             "training user, but recforge-export, recforge-recommend and recforge-serve score item "
                             "histories; deploy a sequence model (e.g. encoder=sasrec) instead.")

@@ -17,10 +17,10 @@ from typing import IO, Any
 
 import torch
 
-from recforge.cli import user_errors
 from recforge.deploy.model import load_model
 from recforge.deploy.recommender import Encoded, Query, Recommender
 from recforge.errors import RecforgeError
+from recforge.run.cli import user_errors
 
 
 @dataclass

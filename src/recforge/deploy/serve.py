@@ -32,10 +32,10 @@ from pydantic import (
     model_validator,
 )
 
-from recforge.cli import user_errors
 from recforge.deploy.model import DeployedModel, load_model
 from recforge.deploy.recommender import Query, Recommender
 from recforge.errors import RecforgeError
+from recforge.run.cli import user_errors
 
 MAX_HISTORY = 10_000
 log = logging.getLogger("recforge.serve")

@@ -16,14 +16,12 @@ from torchmetrics import Metric
 
 from recforge.evaluation.metrics import ranking_metrics, target_ranks
 
-
 HistoryMask = Union[bool, str]
 """``evaluation.mask_history``: ``true`` (every earlier item of the user at -inf, a repeated target too),
 ``false`` (nothing masked: repeat consumption allowed) or ``"s3rec"`` (every earlier item's score set to 0, as the
 S3-Rec code does, so its published table can be reproduced)."""
 
 S3REC = "s3rec"
-HISTORY_MASKS = (True, False, S3REC)
 
 
 def history_fill(rule: HistoryMask) -> float | None:

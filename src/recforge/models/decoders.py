@@ -1,22 +1,41 @@
 """Decoders: hidden states -> scores over every item id (column 0, padding, is -inf).
 
-A decoder's ``forward(hidden)`` scores every item id and ``score_items(hidden, items)`` chosen ones; a decoder may
-add ``score_range(hidden, start, end)`` for a block of consecutive ids (DotProduct does: one matmul against a
-slice of the table). :func:`score_columns` uses it, or ``score_items`` over the ids, so chunked evaluation works
-with every decoder without building the (M, N+1) matrix.
+Every ranking decoder is a :class:`Decoder`: ``forward(hidden)`` scores every item id, ``score_items(hidden,
+items)`` chosen ones and ``score_range(hidden, start, end)`` a block of consecutive ids (by default through
+``score_items``; DotProduct overrides it with one matmul against a slice of the table), so chunked evaluation
+(:func:`score_columns`) works with every decoder without building the (M, N+1) matrix.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from recforge.models.embedders import IdEmbedding
+from recforge.models.embedders import ItemEmbedder
 
 
-class DotProduct(nn.Module):
+class Decoder(nn.Module):
+    """Role: hidden states (M, H) -> scores over item ids 0..num_items."""
+
+    num_items: int
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """hidden: (M, H) -> scores (M, N+1), column 0 at -inf."""
+        raise NotImplementedError
+
+    def score_items(self, hidden: Tensor, items: Tensor) -> Tensor:
+        """Scores of chosen items only. hidden: (M, H), items: (M, K) -> (M, K)."""
+        raise NotImplementedError
+
+    def score_range(self, hidden: Tensor, start: int, end: int) -> Tensor:
+        """Scores of item ids start..end-1 (column 0 as the decoder scores it). hidden: (M, H) -> (M, end - start)."""
+        ids = torch.arange(start, end, device=hidden.device).expand(hidden.shape[0], -1)  # (M, C)
+        return self.score_items(hidden, ids)  # (M, C)
+
+
+class DotProduct(Decoder):
     """Score = <hidden, item embedding>, with the embedding table tied to the encoder's input."""
 
-    def __init__(self, item_embedder: IdEmbedding) -> None:
+    def __init__(self, item_embedder: ItemEmbedder) -> None:
         super().__init__()
         self.item_embedder = item_embedder
 
@@ -48,15 +67,10 @@ def padding_bias(weights: Tensor) -> Tensor:
     return bias
 
 
-def score_columns(decoder: nn.Module, hidden: Tensor, start: int, end: int) -> Tensor:
+def score_columns(decoder: Decoder, hidden: Tensor, start: int, end: int) -> Tensor:
     """Scores of item ids start..end-1 for every row, id 0 (padding) at -inf, like ``decoder(hidden)[:, start:end]``
-    but scoring only those ids: the decoder's ``score_range`` if it has one, else ``score_items`` over the ids.
-    hidden: (M, H) -> (M, end - start)."""
-    if hasattr(decoder, "score_range"):
-        scores = decoder.score_range(hidden, start, end)  # (M, C)
-    else:
-        ids = torch.arange(start, end, device=hidden.device).expand(hidden.shape[0], -1)  # (M, C)
-        scores = decoder.score_items(hidden, ids)  # (M, C)
+    but scoring only those ids (the decoder's ``score_range``). hidden: (M, H) -> (M, end - start)."""
+    scores = decoder.score_range(hidden, start, end)  # (M, C)
     if start == 0 and end > 0:
         scores = scores.clone()  # a decoder may return a view of its own state (popularity counts)
         scores[:, 0] = float("-inf")

@@ -9,52 +9,67 @@ padding (id 0) at zero, and ``output_weights() -> (N+1, H)`` for scoring every i
 - :class:`HybridEmbedding`: id and text vectors fused by a sum, a concatenation + projection or a learned gate.
 
 Text embedders hold an :class:`ItemTextTable` whose vectors are attached once the data is read
-(:class:`UsesItemText`; :func:`recforge.text.attach.attach_item_text` does it for a whole model).
+(:class:`UsesItemText`; :func:`recforge.run.item_text.attach_item_text` does it for a whole model).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from recforge.errors import RecforgeError
+from recforge.rules import check_arguments, int_at_least, number_at_least, rule_table
 
 if TYPE_CHECKING:
-    from recforge.text.cache import EmbeddingCache
-    from recforge.text.encoder import TextEncoder
+    from recforge.models.text_cache import EmbeddingCache
+    from recforge.models.text_encoder import TextEncoder
 
 
-class ItemEmbedder(Protocol):
-    """Role: item ids -> vectors, shared by an encoder's input and a decoder's output."""
+class ItemEmbedder(nn.Module):
+    """Role: item ids -> vectors, shared by an encoder's input and a decoder's output (weight tying).
+
+    Subclasses set ``num_items`` and ``hidden_size`` and implement ``forward(items) -> (..., H)`` (padding id 0 at
+    zero) and ``output_weights() -> (N+1, H)``; id N+1 is the [MASK] token (BERT4Rec).
+    """
 
     num_items: int
     hidden_size: int
 
     @property
-    def mask_token(self) -> int: ...
-    def __call__(self, items: Tensor) -> Tensor: ...
-    def output_weights(self) -> Tensor: ...
+    def mask_token(self) -> int:
+        return self.num_items + 1
+
+    def forward(self, items: Tensor) -> Tensor:
+        """items: (...,) ids -> (..., H)."""
+        raise NotImplementedError
+
+    def output_weights(self) -> Tensor:
+        """Vectors of ids 0..num_items, used to score every item. (N+1, H)."""
+        raise NotImplementedError
 
 
-class IdEmbedding(nn.Module):
+# the argument rules of the item embedders (recforge.rules: checked in the config and by their constructors)
+EMBEDDER_RULES = rule_table(hidden_size=int_at_least(1), init_std=number_at_least(0))
+
+
+class IdEmbedding(ItemEmbedder):
     """One learned vector per item id. Row 0 is padding; row num_items + 1 is the [MASK] token (BERT4Rec).
 
     Initialised from normal(0, 0.02) as in the reference SASRec/BERT4Rec code.
     """
 
+    argument_rules = EMBEDDER_RULES
+
     def __init__(self, num_items: int, hidden_size: int, init_std: float = 0.02) -> None:
         super().__init__()
+        check_arguments(IdEmbedding, "item_embedder", hidden_size=hidden_size, init_std=init_std)
         self.num_items, self.hidden_size = num_items, hidden_size
         self.table = nn.Embedding(num_items + 2, hidden_size, padding_idx=0)
         nn.init.normal_(self.table.weight, std=init_std)
         with torch.no_grad():
             self.table.weight[0].zero_()
-
-    @property
-    def mask_token(self) -> int:
-        return self.num_items + 1
 
     def forward(self, items: Tensor) -> Tensor:
         """items: (...,) ids -> (..., H)."""
@@ -111,7 +126,7 @@ class ItemTextTable(nn.Module, UsesItemText):
 
     def attach_item_text(self, texts: Sequence[str], cache: EmbeddingCache | None = None) -> None:
         """Encode ``texts`` of ids 1..N (a frozen encoder through ``cache``) and fill the table."""
-        from recforge.text.cache import cached_encode
+        from recforge.models.text_cache import cached_encode
 
         encoder = self.text_encoder
         if encoder is None:
@@ -209,17 +224,20 @@ def _zero_padding_row(weights: Tensor) -> Tensor:
     return weights * keep
 
 
-class TextEmbedding(nn.Module):
+class TextEmbedding(ItemEmbedder):
     """Items as their text embeddings projected to H: a Linear (or, with ``mlp_hidden``, a two-layer MLP).
 
     ``projection=False`` uses the text embeddings as they are (H = D, nothing trained: the content-based model).
     Padding is zero; the [MASK] token is a learned vector (zero without projection).
     """
 
+    argument_rules = EMBEDDER_RULES
+
     def __init__(self, num_items: int, hidden_size: int, text_encoder: TextEncoder | None = None,
                  text_dim: int | None = None, projection: bool = True, mlp_hidden: int | None = None,
                  init_std: float = 0.02) -> None:
         super().__init__()
+        check_arguments(TextEmbedding, "item_embedder", hidden_size=hidden_size, init_std=init_std)
         self.text = ItemTextTable(num_items, text_encoder, text_dim)
         self.num_items, self.hidden_size = num_items, hidden_size
         dim = self.text.dim
@@ -236,10 +254,6 @@ class TextEmbedding(nn.Module):
                 _linear(dim, mlp_hidden, init_std), nn.GELU(), _linear(mlp_hidden, hidden_size, init_std)))
             self.mask_vector = nn.Parameter(torch.randn(hidden_size) * init_std)
 
-    @property
-    def mask_token(self) -> int:
-        return self.num_items + 1
-
     def forward(self, items: Tensor) -> Tensor:
         """items: (...,) ids -> (..., H)."""
         x = self.project(self.text(items))  # (..., H)
@@ -254,7 +268,16 @@ class TextEmbedding(nn.Module):
 # ------------------------------------------------------------------------------------------- id + text
 
 
-class SumFusion(nn.Module):
+class Fusion(nn.Module):
+    """Role: an item's id vector (..., H) and text embedding (..., D) -> one vector (..., H). Built by
+    :class:`HybridEmbedding` with (hidden_size, text_dim, init_std); the config chooses the class by ``_target_``
+    (the ``fusion`` group: sum, concat, gate)."""
+
+    def forward(self, ids: Tensor, text: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class SumFusion(Fusion):
     """id + W text."""
 
     def __init__(self, hidden_size: int, text_dim: int, init_std: float = 0.02) -> None:
@@ -266,7 +289,7 @@ class SumFusion(nn.Module):
         return ids + self.project(text)
 
 
-class ConcatFusion(nn.Module):
+class ConcatFusion(Fusion):
     """W [id; text] + b."""
 
     def __init__(self, hidden_size: int, text_dim: int, init_std: float = 0.02) -> None:
@@ -277,7 +300,7 @@ class ConcatFusion(nn.Module):
         return self.project(torch.cat([ids, text], dim=-1))  # (..., H)
 
 
-class GateFusion(nn.Module):
+class GateFusion(Fusion):
     """g * id + (1 - g) * t with t = W text and g = sigmoid(W_g [id; t] + b_g) per dimension."""
 
     def __init__(self, hidden_size: int, text_dim: int, init_std: float = 0.02) -> None:
@@ -291,28 +314,24 @@ class GateFusion(nn.Module):
         return g * ids + (1 - g) * t
 
 
-FUSIONS: dict[str, type[nn.Module]] = {"sum": SumFusion, "concat": ConcatFusion, "gate": GateFusion}
-
-
-class HybridEmbedding(nn.Module):
-    """An id vector and a text embedding per item, fused (``fusion``: sum, concat or gate) into H.
+class HybridEmbedding(ItemEmbedder):
+    """An id vector and a text embedding per item, fused into H by ``fusion`` (a :class:`Fusion` class or a
+    partial of one, called with (hidden_size, text_dim, init_std)).
 
     Padding is zero; the [MASK] token is the id table's learned row fused with a zero text.
     """
 
+    argument_rules = EMBEDDER_RULES
+
     def __init__(self, num_items: int, hidden_size: int, text_encoder: TextEncoder | None = None,
-                 text_dim: int | None = None, fusion: str = "sum", init_std: float = 0.02) -> None:
+                 text_dim: int | None = None, fusion: Callable[[int, int, float], Fusion] = SumFusion,
+                 init_std: float = 0.02) -> None:
         super().__init__()
-        if fusion not in FUSIONS:
-            raise RecforgeError(f"item_embedder.fusion={fusion!r} is not one of {', '.join(FUSIONS)}.")
+        check_arguments(HybridEmbedding, "item_embedder", hidden_size=hidden_size, init_std=init_std)
         self.ids = IdEmbedding(num_items, hidden_size, init_std)
         self.text = ItemTextTable(num_items, text_encoder, text_dim)
-        self.fusion = FUSIONS[fusion](hidden_size, self.text.dim, init_std)
+        self.fusion = fusion(hidden_size, self.text.dim, init_std)
         self.num_items, self.hidden_size = num_items, hidden_size
-
-    @property
-    def mask_token(self) -> int:
-        return self.num_items + 1
 
     def forward(self, items: Tensor) -> Tensor:
         """items: (...,) ids -> (..., H)."""
@@ -322,3 +341,19 @@ class HybridEmbedding(nn.Module):
     def output_weights(self) -> Tensor:
         """(N+1, H): fused vectors of ids 0..N, row 0 zero."""
         return _zero_padding_row(self.fusion(self.ids.output_weights(), self.text.all_rows()))
+
+
+def text_neighbour_rows(rows: Tensor, text: Tensor, cold: Tensor, k: int) -> Tensor:
+    """For every cold item, the mean of ``rows`` of the ``k`` warm items whose text embedding is the most
+    cosine-similar to its own: a never-trained id row replaced by what its nearest warm items learned.
+
+    rows: (N+1, H) id rows of ids 0..N; text: (N+1, D) text embeddings; cold: (N+1,) bool. Returns (C, H) in the
+    order of ``cold.nonzero()``. Padding (id 0) and cold items are never neighbours.
+    """
+    unit = torch.nn.functional.normalize(text.float(), dim=1)  # (N+1, D)
+    sim = unit[cold] @ unit.T  # (C, N+1)
+    excluded = cold.clone()
+    excluded[0] = True
+    sim[:, excluded] = float("-inf")
+    neighbours = sim.topk(min(k, int((~excluded).sum())), dim=1).indices  # (C, k)
+    return rows[neighbours].mean(dim=1)  # (C, H)

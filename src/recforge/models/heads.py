@@ -11,13 +11,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from recforge.models.embedders import IdEmbedding
+from recforge.models.embedders import ItemEmbedder
 
 
-class BiasedDot(nn.Module):
+class PointwiseHead(nn.Module):
+    """Role: the output layer of a pointwise task (one rating or logit per sample). ``init_global_bias`` sets the
+    head's starting bias from the training data (the mean rating, the log-odds of yes); a head without one keeps
+    the default no-op."""
+
+    def init_global_bias(self, value: float) -> None:
+        """Start the global bias at ``value`` (before training)."""
+
+
+class BiasedDot(PointwiseHead):
     """mu + b_user + b_item + <state + p_user, q_item>; ``user_embedding`` False drops p_user (history only)."""
 
-    def __init__(self, item_embedder: IdEmbedding, num_users: int, user_embedding: bool = True,
+    def __init__(self, item_embedder: ItemEmbedder, num_users: int, user_embedding: bool = True,
                  user_bias: bool = True, dropout: float = 0.0, init_std: float = 0.02) -> None:
         super().__init__()
         hidden = item_embedder.hidden_size

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recforge.models.samplers import UniformNegatives
+from recforge.rules import DROPOUT, check_arguments, rule_table
 
 
 class Decoder(Protocol):
@@ -16,11 +17,23 @@ class Decoder(Protocol):
     def score_items(self, hidden: Tensor, items: Tensor) -> Tensor: ...
 
 
-class CrossEntropy(nn.Module):
+class NextItemLoss(nn.Module):
+    """Role: (hidden states at target positions (M, H), targets (M,), decoder) -> a scalar loss.
+    ``exclude_items`` tells it which ids are never candidates (the cold items of a cold-start split)."""
+
+    def exclude_items(self, excluded: Tensor) -> None:
+        """Never draw the ids where ``excluded`` (N+1,) is True as negatives (full softmax: nothing to do, the
+        module puts their logits at -inf)."""
+
+
+class CrossEntropy(NextItemLoss):
     """Full softmax cross-entropy over all items."""
+
+    argument_rules = rule_table(label_smoothing=DROPOUT)  # recforge.rules: checked in the config and here
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
+        check_arguments(CrossEntropy, "loss", label_smoothing=label_smoothing)
         self.label_smoothing = label_smoothing
 
     def forward(self, hidden: Tensor, targets: Tensor, decoder: Decoder) -> Tensor:
@@ -31,12 +44,15 @@ class CrossEntropy(nn.Module):
         return F.cross_entropy(logits.float(), targets)
 
 
-class _SampledLoss(nn.Module):
+class _SampledLoss(NextItemLoss):
     """Scores of each target and of ``sampler``'s negatives for it."""
 
     def __init__(self, sampler: UniformNegatives) -> None:
         super().__init__()
         self.sampler = sampler
+
+    def exclude_items(self, excluded: Tensor) -> None:
+        self.sampler.exclude_items(excluded)
 
     def scores(self, hidden: Tensor, targets: Tensor, decoder: Decoder) -> tuple[Tensor, Tensor]:
         negatives = self.sampler(targets, decoder.num_items)  # (M, K)

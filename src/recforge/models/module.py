@@ -9,7 +9,6 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from recforge.data.cold import text_neighbour_rows
 from recforge.errors import TrainingDiverged
 from recforge.evaluation.ranking import (
     HistoryMask,
@@ -19,10 +18,10 @@ from recforge.evaluation.ranking import (
     rank_targets,
     repeated_targets,
 )
-from recforge.models.decoders import score_columns
-from recforge.models.embedders import HybridEmbedding
+from recforge.models.decoders import Decoder, score_columns
+from recforge.models.embedders import HybridEmbedding, text_neighbour_rows
 from recforge.models.encoders.base import FitsData, SequenceEncoder
-from recforge.models.samplers import ExcludesItems
+from recforge.models.losses import NextItemLoss
 from recforge.models.task_module import TaskModule
 
 SLICES = ("warm", "cold")
@@ -78,11 +77,13 @@ class NextItemModule(TaskModule):
     mean id row of their k most text-similar warm items in place of their never-trained random row (0: keep it).
     """
 
+    sample_kind = "sequences"  # what it reads; its datamodule declares the same (checked by recforge.run.validate)
+
     def __init__(
         self,
         encoder: SequenceEncoder,
-        decoder: nn.Module,
-        loss: nn.Module,
+        decoder: Decoder,
+        loss: NextItemLoss,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., Any] | None = None,
         ks: tuple[int, ...] = (5, 10, 20),
@@ -117,10 +118,8 @@ class NextItemModule(TaskModule):
                 part.fit_data(datamodule.training_data)
         cold = getattr(datamodule, "cold_items", None)
         self.cold_items = cold if cold is not None and bool(cold.any()) else None
-        if self.cold_items is not None:
-            for sampler in (getattr(part, "sampler", None) for part in self.loss.modules()):
-                if isinstance(sampler, ExcludesItems):
-                    sampler.exclude_items(self.cold_items)
+        if self.cold_items is not None and isinstance(self.loss, NextItemLoss):
+            self.loss.exclude_items(self.cold_items)
 
     # ---- training -------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -163,7 +162,7 @@ class NextItemModule(TaskModule):
     # ---- evaluation -----------------------------------------------------------------------------------
     def encode(self, inputs: Tensor, users: Tensor | None = None) -> Tensor:
         """The encoder's hidden states (B, T, H); ``users`` (B,) reaches only an encoder with ``uses_users``."""
-        if getattr(self.encoder, "uses_users", False):
+        if self.encoder.uses_users:
             return self.encoder(inputs, users=users)
         return self.encoder(inputs)
 
@@ -171,7 +170,7 @@ class NextItemModule(TaskModule):
         """The state that predicts the next item after ``recent`` (B, L) (of users (B,), for encoders that read
         them) -> (B, H)."""
         inputs = self.encoder.inference_input(recent)  # (B, T)
-        if getattr(self.encoder, "uses_users", False):
+        if self.encoder.uses_users:
             return self.encode(inputs, users)[:, -1]  # (B, H)
         return self.encoder.final_state(inputs)  # (B, H): only what the last position needs
 
@@ -192,7 +191,7 @@ class NextItemModule(TaskModule):
     def _fill(self) -> float:
         return float("-inf") if self.history_fill is None else self.history_fill
 
-    def _unreachable(self, batch: dict[str, Tensor]) -> Tensor:
+    def unreachable_targets(self, batch: dict[str, Tensor]) -> Tensor:
         """(B,) bool: targets the history mask puts at -inf (a repeated item under ``mask_history=True``)."""
         if self.history_fill != float("-inf") or "history" not in batch:
             return torch.zeros_like(batch["target"], dtype=torch.bool)
@@ -230,7 +229,7 @@ class NextItemModule(TaskModule):
     def _update(self, batch: dict[str, Tensor], ranks_acc: RankAccumulator, slices: nn.ModuleDict) -> None:
         """Ranks of the batch into the overall accumulator and, with cold items, into the warm/cold ones."""
         ranks = self._rank(batch)  # (B,)
-        unreachable = self._unreachable(batch)  # (B,)
+        unreachable = self.unreachable_targets(batch)  # (B,)
         ranks_acc.update(batch["index"], ranks, unreachable)
         if self.cold_items is not None:
             cold = self.cold_items.to(ranks.device)[batch["target"]]  # (B,) bool
@@ -247,7 +246,7 @@ class NextItemModule(TaskModule):
 
     def _impute_cold_ids(self) -> None:
         """``cold_id_neighbours`` = k > 0: the never-trained id rows of cold items in id + text embedders become
-        the mean id row of their k most text-similar warm items (recforge.data.cold.text_neighbour_rows).
+        the mean id row of their k most text-similar warm items (recforge.models.embedders.text_neighbour_rows).
         Training never reads these rows (cold items are in no window and their logits are -inf), so they are
         simply refreshed before every evaluation from the current warm rows."""
         if self.cold_items is None or self.cold_id_neighbours < 1:

@@ -16,6 +16,7 @@ from torchmetrics import Metric
 
 from recforge.errors import TrainingDiverged
 from recforge.models.encoders.base import SequenceEncoder
+from recforge.models.heads import PointwiseHead
 from recforge.models.task_module import TaskModule
 
 
@@ -58,7 +59,9 @@ def _cat(state: list[Tensor] | Tensor) -> Tensor:
 class PointwiseModule(TaskModule):
     """Intent or value prediction; ``decoder`` is a head (state, users, items) -> (B,)."""
 
-    def __init__(self, encoder: SequenceEncoder, decoder: nn.Module, loss: nn.Module, metrics: TaskMetrics,
+    sample_kind = "ratings"  # what it reads; its datamodule declares the same (checked by recforge.run.validate)
+
+    def __init__(self, encoder: SequenceEncoder, decoder: PointwiseHead, loss: nn.Module, metrics: TaskMetrics,
                  optimizer: Callable[..., Optimizer], scheduler: Callable[..., Any] | None = None) -> None:
         super().__init__(optimizer, scheduler)
         self.encoder, self.decoder, self.loss, self.metrics = encoder, decoder, loss, metrics
@@ -67,7 +70,7 @@ class PointwiseModule(TaskModule):
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if stage == "fit" and datamodule is not None and hasattr(self.decoder, "init_global_bias"):
+        if stage == "fit" and datamodule is not None:
             self.decoder.init_global_bias(self.metrics.initial_bias(datamodule.train_mean))
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:

@@ -6,6 +6,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from recforge.rules import check_arguments, int_at_least, rule_table
+
 
 @runtime_checkable
 class ExcludesItems(Protocol):
@@ -20,9 +22,10 @@ class UniformNegatives:
     After :meth:`exclude_items` (the cold items of a cold-start split), uniform over the other ids only.
     """
 
+    argument_rules = rule_table(num_negatives=int_at_least(1))  # recforge.rules: checked in the config and here
+
     def __init__(self, num_negatives: int = 1) -> None:
-        if num_negatives < 1:
-            raise ValueError(f"num_negatives={num_negatives} must be at least 1")
+        check_arguments(UniformNegatives, "loss.sampler", num_negatives=num_negatives)
         self.num_negatives = num_negatives
         self.candidates: Tensor | None = None  # (C,) sorted ids that may be drawn; None: all of 1..N
 

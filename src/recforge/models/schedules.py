@@ -7,6 +7,8 @@ from functools import partial
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from recforge.rules import UNIT_CLOSED, check_arguments, int_at_least, rule_table
+
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
     """Linear warm-up from 0 to 1 over warmup_steps, then cosine decay to min_ratio at total_steps."""
@@ -19,6 +21,10 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
 class WarmupCosine(LambdaLR):
     """LambdaLR over :func:`warmup_cosine`; ``total_steps`` is filled in from the trainer."""
 
+    # recforge.rules: checked in the config and here
+    argument_rules = rule_table(warmup_steps=int_at_least(0), min_ratio=UNIT_CLOSED)
+
     def __init__(self, optimizer: Optimizer, total_steps: int, warmup_steps: int = 100, min_ratio: float = 0.0) -> None:
+        check_arguments(WarmupCosine, "scheduler", warmup_steps=warmup_steps, min_ratio=min_ratio)
         super().__init__(optimizer, partial(warmup_cosine, warmup_steps=warmup_steps,
                                             total_steps=total_steps, min_ratio=min_ratio))

@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 from torch.optim import Optimizer
 
-from recforge.rng import rng_states, set_rng_states
+from recforge.models.rng import rng_states, set_rng_states
 
 
 class TaskModule(L.LightningModule):

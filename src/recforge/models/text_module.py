@@ -24,12 +24,13 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from recforge.errors import RecforgeError
+from recforge.models.heads import PointwiseHead
 from recforge.models.pointwise_module import PointwiseModule, TaskMetrics
-from recforge.text.cache import EmbeddingCache, cached_encode
-from recforge.text.encoder import TextEncoder
+from recforge.models.text_cache import EmbeddingCache, cached_encode
+from recforge.models.text_encoder import TextEncoder
 
 
-class TextHead(nn.Module):
+class TextHead(PointwiseHead):
     """Dropout -> Linear(D, 1): an embedding (B, D) -> one output (B,)."""
 
     def __init__(self, dim: int, dropout: float = 0.1) -> None:
@@ -47,6 +48,8 @@ class TextHead(nn.Module):
 
 class TextPointwiseModule(PointwiseModule):
     """Intent or value prediction from a text; ``encoder`` embeds it, a :class:`TextHead` reads the embedding."""
+
+    sample_kind = "reviews"  # what it reads; its datamodule declares the same (checked by recforge.run.validate)
 
     def __init__(self, encoder: TextEncoder, loss: nn.Module, metrics: TaskMetrics,
                  optimizer: Callable[..., Optimizer], scheduler: Callable[..., Any] | None = None,

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from recforge.cli import user_errors
 from recforge.errors import RecforgeError
 from recforge.report import plots, render
 from recforge.report.aggregate import (
@@ -22,6 +21,7 @@ from recforge.report.aggregate import (
     parse_baseline,
 )
 from recforge.report.collect import collect_runs
+from recforge.run.cli import user_errors
 
 KS = ("10", "20")
 FIRST = ("hr", "ndcg")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -92,14 +92,34 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+ALIGN_RULES = {"l": ":---", "c": ":---:", "r": "---:"}
+
+
+def _md_row(cells: Sequence[Any]) -> str:
+    """One table line: each cell as ``str(cell)`` with '|' escaped; an empty cell stays blank."""
+    texts = (_md_escape(str(c)) for c in cells)
+    return "|" + "".join(f" {t} |" if t else " |" for t in texts)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:
+    """A Markdown table from a header and rows of cells (``str(cell)``), without a trailing newline.
+
+    ``align`` has one letter per column: 'l' left, 'c' centre, 'r' right; any other letter, or none, leaves the
+    column to the renderer's default. Raises ValueError when a row's length differs from the header's.
+    """
+    body = [list(r) for r in rows]
+    if any(len(r) != len(header) for r in body):
+        raise ValueError(f"every row of the table needs {len(header)} cells, one per header column")
+    rule = "|" + "".join(ALIGN_RULES.get(align[i:i + 1], "---") + "|" for i in range(len(header)))
+    return "\n".join([_md_row(header), rule, *map(_md_row, body)])
+
+
 def markdown(table: Table, failed: pd.DataFrame | None = None) -> str:
+    """The aggregated table (best means in bold, value columns right-aligned), its notes and any failed runs."""
     lay = layout(table)
-    lines = ["| " + " | ".join(map(_md_escape, lay.header)) + " |",
-             "|" + "---|" * len(table.rows) + "---:|" * (len(lay.header) - len(table.rows))]
-    for keys, row in zip(lay.keys, lay.cells):
-        texts = [cell_text(c, lambda s: f"**{s}**") for c in row]
-        lines.append("| " + " | ".join(map(_md_escape, [*keys, *texts])) + " |")
-    out = "\n".join(lines) + "\n\n" + "\n".join(notes(table)) + "\n"
+    body = [[*keys, *(cell_text(c, lambda s: f"**{s}**") for c in row)] for keys, row in zip(lay.keys, lay.cells)]
+    align = "-" * len(table.rows) + "r" * (len(lay.header) - len(table.rows))
+    out = markdown_table(lay.header, body, align) + "\n\n" + "\n".join(notes(table)) + "\n"
     if failed is not None and not failed.empty:
         out += "\nFailed runs:\n\n" + "".join(f"- {r.run}: {r.error}\n" for r in failed.itertuples())
     return out

@@ -22,6 +22,7 @@ from recforge.data.readers._parsing import (
 )
 from recforge.data.readers.download import download_movielens
 from recforge.errors import RecforgeError
+from recforge.rules import BOOLEAN, check_arguments, rule_table
 
 ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -100,8 +101,10 @@ class _GroupLens:
 
     DATASET: str
     FILES: list[str]
+    argument_rules = rule_table(download=BOOLEAN)  # recforge.rules: checked in the config and here
 
     def __init__(self, path: str, download: bool = False) -> None:
+        check_arguments(_GroupLens, "dataset.reader", download=download)
         self.path, self.download = Path(path).expanduser(), download
 
     def source_files(self) -> list[Path]:

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from recforge.models.embedders import IdEmbedding
+from recforge.models.embedders import ItemEmbedder
+from recforge.rules import DROPOUT, int_at_least, one_of, optional, rule_table
 
 if TYPE_CHECKING:
     from recforge.data.datamodule import TrainingData
@@ -23,7 +24,7 @@ class SequenceEncoder(nn.Module):
     and takes ``forward(items, users)``; the module passes ``users`` (B,) to such encoders only.
     """
 
-    item_embedder: IdEmbedding
+    item_embedder: ItemEmbedder
     uses_users: bool = False
 
     def training_pairs(self, window: Tensor) -> tuple[Tensor, Tensor]:
@@ -50,10 +51,15 @@ class FitsData:
         raise NotImplementedError
 
 
+# the argument rules of encoders built on a TransformerStack (SASRec, BERT4Rec; see recforge.rules)
+TRANSFORMER_RULES = rule_table(max_len=int_at_least(2), num_layers=int_at_least(1), num_heads=int_at_least(1),
+                               dropout=DROPOUT, inner_size=optional(int_at_least(1)), activation=one_of("relu", "gelu"))
+
+
 class TransformerStack(nn.Module):
     """Item + learned position embeddings -> LayerNorm -> dropout -> pre-LN transformer layers -> LayerNorm."""
 
-    def __init__(self, item_embedder: IdEmbedding, max_len: int, num_layers: int, num_heads: int,
+    def __init__(self, item_embedder: ItemEmbedder, max_len: int, num_layers: int, num_heads: int,
                  dropout: float, inner_size: int | None = None, activation: str = "gelu") -> None:
         super().__init__()
         hidden = item_embedder.hidden_size

@@ -8,23 +8,31 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recforge.models.embedders import IdEmbedding
+from recforge.models.embedders import ItemEmbedder
 from recforge.models.encoders.base import (
+    TRANSFORMER_RULES,
     SequenceEncoder,
     TransformerStack,
     key_padding_allowed,
 )
+from recforge.rules import UNIT_CLOSED, UNIT_OPEN, check_arguments, rule_table
+
+# the argument rules of encoders trained with the cloze task (BERT4Rec, HFBidirectionalEncoder)
+CLOZE_RULES = rule_table(mask_prob=UNIT_OPEN, last_mask_prob=UNIT_CLOSED)
 
 
 class BERT4Rec(SequenceEncoder):
     """Bidirectional transformer encoder trained with cloze masking."""
 
-    def __init__(self, item_embedder: IdEmbedding, max_len: int = 50, num_layers: int = 2, num_heads: int = 2,
+    argument_rules = rule_table(**TRANSFORMER_RULES, **CLOZE_RULES)  # recforge.rules: checked in the config and here
+
+    def __init__(self, item_embedder: ItemEmbedder, max_len: int = 50, num_layers: int = 2, num_heads: int = 2,
                  dropout: float = 0.2, mask_prob: float = 0.2, last_mask_prob: float = 0.1,
                  inner_size: int | None = None, activation: str = "gelu") -> None:
         super().__init__()
-        if not 0 < mask_prob < 1:
-            raise ValueError(f"mask_prob={mask_prob} must be in (0, 1)")
+        check_arguments(BERT4Rec, "encoder", max_len=max_len, num_layers=num_layers, num_heads=num_heads,
+                        dropout=dropout, mask_prob=mask_prob, last_mask_prob=last_mask_prob, inner_size=inner_size,
+                        activation=activation)
         self.item_embedder, self.mask_prob, self.last_mask_prob = item_embedder, mask_prob, last_mask_prob
         self.stack = TransformerStack(item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation)
 

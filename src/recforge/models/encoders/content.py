@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from recforge.models.encoders.base import SequenceEncoder
+from recforge.rules import UNIT_CLOSED, check_arguments, rule_table
 
 
 def causal_mean(vectors: Tensor, valid: Tensor, length_power: float = 1.0) -> Tensor:
@@ -30,10 +31,11 @@ class ContentEncoder(SequenceEncoder):
     ``length_power`` < 1 divides the sum by count ** length_power instead of the count: with 0.5 and id item
     embeddings the state is SVD++'s implicit-feedback term (Koren, KDD 2008) for the value and intent tasks."""
 
+    argument_rules = rule_table(length_power=UNIT_CLOSED)  # recforge.rules: checked in the config and here
+
     def __init__(self, item_embedder: nn.Module, projection: bool = False, length_power: float = 1.0) -> None:
         super().__init__()
-        if not 0.0 <= length_power <= 1.0:
-            raise ValueError(f"encoder.length_power={length_power} must be in [0, 1]")
+        check_arguments(ContentEncoder, "encoder", length_power=length_power)
         self.item_embedder, self.length_power = item_embedder, length_power
         hidden = item_embedder.hidden_size
         self.projection: nn.Linear | None = None

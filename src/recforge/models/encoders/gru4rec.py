@@ -6,16 +6,21 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from recforge.models.embedders import IdEmbedding
+from recforge.models.embedders import ItemEmbedder
 from recforge.models.encoders.base import SequenceEncoder
+from recforge.rules import DROPOUT, check_arguments, int_at_least, rule_table
 
 
 class GRU4Rec(SequenceEncoder):
     """Recurrent encoder; causal by construction, so left padding never leaks the future."""
 
-    def __init__(self, item_embedder: IdEmbedding, gru_size: int = 64, num_layers: int = 1,
+    # recforge.rules: checked in the config and here
+    argument_rules = rule_table(gru_size=int_at_least(1), num_layers=int_at_least(1), dropout=DROPOUT)
+
+    def __init__(self, item_embedder: ItemEmbedder, gru_size: int = 64, num_layers: int = 1,
                  dropout: float = 0.2) -> None:
         super().__init__()
+        check_arguments(GRU4Rec, "encoder", gru_size=gru_size, num_layers=num_layers, dropout=dropout)
         hidden = item_embedder.hidden_size
         self.item_embedder = item_embedder
         self.dropout = nn.Dropout(dropout)

@@ -13,9 +13,10 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModel, PretrainedConfig
 
-from recforge.models.embedders import IdEmbedding
+from recforge.models.embedders import ItemEmbedder
 from recforge.models.encoders.base import SequenceEncoder
-from recforge.models.encoders.bert4rec import append_mask, cloze_pairs
+from recforge.models.encoders.bert4rec import CLOZE_RULES, append_mask, cloze_pairs
+from recforge.rules import check_arguments, int_at_least, rule_table
 
 
 class HFEncoder(SequenceEncoder):
@@ -26,10 +27,12 @@ class HFEncoder(SequenceEncoder):
     """
 
     causal: bool  # the attention the training scheme needs; checked against the built model
+    argument_rules = rule_table(max_len=int_at_least(2))  # recforge.rules: checked in the config and here
 
-    def __init__(self, item_embedder: IdEmbedding, config: PretrainedConfig, max_len: int = 50,
+    def __init__(self, item_embedder: ItemEmbedder, config: PretrainedConfig, max_len: int = 50,
                  model_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
+        check_arguments(HFEncoder, "encoder", max_len=max_len)
         hidden = getattr(config, "hidden_size", None)
         if hidden != item_embedder.hidden_size:
             raise ValueError(f"encoder.config hidden size {hidden} must equal item_embedder.hidden_size="
@@ -64,12 +67,12 @@ class HFBidirectionalEncoder(HFEncoder):
     """Bidirectional backbone (BERT, RoBERTa, ...): cloze training, a [MASK] appended at inference."""
 
     causal = False
+    argument_rules = rule_table(**HFEncoder.argument_rules, **CLOZE_RULES)
 
-    def __init__(self, item_embedder: IdEmbedding, config: PretrainedConfig, max_len: int = 50,
+    def __init__(self, item_embedder: ItemEmbedder, config: PretrainedConfig, max_len: int = 50,
                  model_kwargs: dict[str, Any] | None = None, mask_prob: float = 0.2,
                  last_mask_prob: float = 0.1) -> None:
-        if not 0 < mask_prob < 1:
-            raise ValueError(f"encoder.mask_prob={mask_prob} must be in (0, 1)")
+        check_arguments(HFBidirectionalEncoder, "encoder", mask_prob=mask_prob, last_mask_prob=last_mask_prob)
         super().__init__(item_embedder, config, max_len, model_kwargs)
         self.mask_prob, self.last_mask_prob = mask_prob, last_mask_prob
 

@@ -12,11 +12,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from recforge.errors import RecforgeError
-from recforge.models.embedders import IdEmbedding
+from recforge.models.decoders import Decoder
+from recforge.models.embedders import ItemEmbedder
 from recforge.models.encoders.base import FitsData, SequenceEncoder
+from recforge.rules import (
+    check_arguments,
+    int_at_least,
+    number_at_least,
+    optional,
+    rule_table,
+)
 
 if TYPE_CHECKING:
     from recforge.data.datamodule import TrainingData
@@ -79,7 +87,7 @@ class MultiHot(SequenceEncoder):
     set ``dataset.max_len`` to at least the longest sequence for RecBole's ItemKNN.
     """
 
-    def __init__(self, item_embedder: IdEmbedding) -> None:
+    def __init__(self, item_embedder: ItemEmbedder) -> None:
         super().__init__()  # the embedder is not kept: nothing here is trained
         self.num_items = item_embedder.num_items
 
@@ -95,15 +103,17 @@ class MultiHot(SequenceEncoder):
         return hot.unsqueeze(1)  # (B, 1, N+1)
 
 
-class ItemKNNScores(nn.Module, FitsData):
+class ItemKNNScores(Decoder, FitsData):
     """Decoder: scores (M, N+1) = multi-hot history (M, N+1) @ S, S[j, i] = sim(i, j) if j is among i's top ``k``
     neighbours (``k=None``: all), with ``shrink`` in the cosine denominator. S is kept as CSR (row i = item i's
     neighbours) in non-persistent buffers, summed in float64 so every scoring path gives the same float32 scores."""
 
-    def __init__(self, item_embedder: IdEmbedding, k: int | None = 100, shrink: float = 0.0) -> None:
+    # recforge.rules: checked in the config and here
+    argument_rules = rule_table(k=optional(int_at_least(1)), shrink=number_at_least(0))
+
+    def __init__(self, item_embedder: ItemEmbedder, k: int | None = 100, shrink: float = 0.0) -> None:
         super().__init__()
-        if k is not None and k < 1:
-            raise ValueError(f"k={k} must be >= 1 or None")
+        check_arguments(ItemKNNScores, "decoder", k=k, shrink=shrink)
         self.num_items, self.k, self.shrink = item_embedder.num_items, k, shrink
         self.register_buffer("indptr", torch.zeros(self.num_items + 2, dtype=torch.long), persistent=False)
         self.register_buffer("neighbours", torch.zeros(0, dtype=torch.long), persistent=False)

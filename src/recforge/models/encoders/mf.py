@@ -12,8 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from recforge.errors import RecforgeError
-from recforge.models.embedders import IdEmbedding
+from recforge.models.embedders import ItemEmbedder
 from recforge.models.encoders.base import SequenceEncoder
+from recforge.rules import check_arguments, int_at_least, number_at_least, rule_table
 
 
 class MatrixFactorization(SequenceEncoder):
@@ -24,11 +25,14 @@ class MatrixFactorization(SequenceEncoder):
     """
 
     uses_users = True
+    # recforge.rules: checked in the config and here
+    argument_rules = rule_table(max_len=int_at_least(2), init_std=number_at_least(0))
 
-    def __init__(self, item_embedder: IdEmbedding, num_users: int, max_len: int, init_std: float = 0.02) -> None:
+    def __init__(self, item_embedder: ItemEmbedder, num_users: int, max_len: int, init_std: float = 0.02) -> None:
         super().__init__()
         if num_users is None or num_users < 0:
             raise ValueError(f"num_users={num_users} must be the number of users of the data (filled in by build_module)")
+        check_arguments(MatrixFactorization, "encoder", max_len=max_len, init_std=init_std)
         self.item_embedder, self.max_len = item_embedder, max_len  # the item table is the decoder's
         self.users = nn.Embedding(num_users, item_embedder.hidden_size)
         nn.init.normal_(self.users.weight, std=init_std)

@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from recforge.models.embedders import IdEmbedding
+from recforge.models.decoders import Decoder
+from recforge.models.embedders import ItemEmbedder
 from recforge.models.encoders.base import FitsData, SequenceEncoder
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 class ConstantEncoder(SequenceEncoder):
     """Ignores the history: a single constant hidden unit per position. Holds no parameters."""
 
-    def __init__(self, item_embedder: IdEmbedding) -> None:
+    def __init__(self, item_embedder: ItemEmbedder) -> None:
         super().__init__()  # the embedder is not kept: nothing here is trained
 
     def forward(self, items: Tensor) -> Tensor:
@@ -24,10 +25,10 @@ class ConstantEncoder(SequenceEncoder):
         return torch.ones(*items.shape, 1, device=items.device)
 
 
-class PopularityScores(nn.Module, FitsData):
+class PopularityScores(Decoder, FitsData):
     """Decoder whose score for an item is its training count, whatever the hidden state."""
 
-    def __init__(self, item_embedder: IdEmbedding) -> None:
+    def __init__(self, item_embedder: ItemEmbedder) -> None:
         super().__init__()
         self.num_items = item_embedder.num_items
         self.register_buffer("counts", torch.zeros(self.num_items + 1))

@@ -6,20 +6,26 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from recforge.models.embedders import IdEmbedding
+from recforge.models.embedders import ItemEmbedder
 from recforge.models.encoders.base import (
+    TRANSFORMER_RULES,
     SequenceEncoder,
     TransformerStack,
     key_padding_allowed,
 )
+from recforge.rules import check_arguments
 
 
 class SASRec(SequenceEncoder):
     """Causal transformer encoder over item ids."""
 
-    def __init__(self, item_embedder: IdEmbedding, max_len: int = 50, num_layers: int = 2, num_heads: int = 2,
+    argument_rules = TRANSFORMER_RULES  # recforge.rules: checked in the config and here
+
+    def __init__(self, item_embedder: ItemEmbedder, max_len: int = 50, num_layers: int = 2, num_heads: int = 2,
                  dropout: float = 0.2, inner_size: int | None = None, activation: str = "gelu") -> None:
         super().__init__()
+        check_arguments(SASRec, "encoder", max_len=max_len, num_layers=num_layers, num_heads=num_heads,
+                        dropout=dropout, inner_size=inner_size, activation=activation)
         self.item_embedder = item_embedder
         self.stack = TransformerStack(item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation)
 

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from recforge.runinfo import write_json
+from recforge.run.records import write_json
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import nn
 
+from recforge.data.item_text import ATTRIBUTE_PREFIX, MISSING_TEXT, dataset_item_texts
 from recforge.models.embedders import UsesItemText
-from recforge.text.cache import EmbeddingCache
-from recforge.text.items import ATTRIBUTE_PREFIX, MISSING_TEXT, dataset_item_texts
+from recforge.models.text_cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
 CACHE_SUBDIR = "text_embeddings"

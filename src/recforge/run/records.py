@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 PACKAGES = ("recforge", "torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "numpy", "pandas")
 
 
@@ -69,3 +71,16 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+ITEM_IDS_FILE = "item_ids.json"
+
+
+def write_run_records(cfg: DictConfig, out: Path, stats: dict[str, Any], item_ids: dict[str, Any] | None) -> None:
+    """A new run's records: run_info.json, the resolved config.yaml, dataset_stats.json and, for item data, the
+    raw id of every internal item id (item_ids.json)."""
+    write_json(out / "run_info.json", run_info(cfg.paths.root_dir))
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(out / "dataset_stats.json", stats)
+    if item_ids is not None:
+        write_json(out / ITEM_IDS_FILE, item_ids)

@@ -41,7 +41,7 @@ def user_errors(run_dir: str | Path | None = None, remove: bool = True) -> Itera
     """Print a user error in one line and exit 2; remove the run directory if it holds no results, or record
     the failure in it (failed.json) when the error says the run is worth keeping. ``remove=False``: the
     directory held an earlier run (resume) and is never removed."""
-    from recforge.sweep import record_failure
+    from recforge.run.sweep import record_failure
 
     try:
         yield
