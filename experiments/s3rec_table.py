@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import recforge
+from recforge.report.render import markdown_table
 
 CONF = Path(recforge.__file__).resolve().parent / "conf" / "experiment"
 RECORDS = Path(__file__).resolve().parent / "results" / "s3rec_runs"
@@ -117,26 +118,30 @@ def command(cell: str, seeds: list[int]) -> str:
             "dataset.root=../shared/data`")
 
 
+HEADER = ["data", "model", "n", *(m.upper() for m in METRICS), "wall time per run", "command (reproduces the row)"]
+BLANK = [""] * len(METRICS)
+
+
 def table(records: Path) -> str:
-    head = "| data | model | n | " + " | ".join(m.upper().replace("HR", "HR").replace("NDCG", "NDCG") for m in METRICS)
-    lines = [head + " | wall time per run | command (reproduces the row) |", "|" + "---|" * (len(METRICS) + 5)]
+    """The whole table (recforge.report's Markdown renderer): per cell the published row, then ours and the ratio
+    under each masking rule that has runs."""
+    rows: list[list[str]] = []
     for dataset in DATASETS:
         for key, name in MODELS:
             cell = f"{dataset}_{key}"
             pub = published(cell)
-            lines.append(f"| {dataset.capitalize()} | {name} | published | "
-                         + " | ".join(f"{pub[m]:.4f}" for m in METRICS) + " | | |")
-            lines += [line for rule in RULES for line in rule_rows(records, cell, rule, pub)]
+            rows.append([dataset.capitalize(), name, "published", *(f"{pub[m]:.4f}" for m in METRICS), "", ""])
+            rows += [row for rule in RULES for row in rule_rows(records, cell, rule, pub)]
             if not cell_runs(records, cell):
                 leaky = any(json.loads(p.read_text()).get("mask_history", True) not in RULES
                             for p in records.glob(f"{cell}_seed*.json"))
                 label = "ours: earlier runs used the leaky mask, re-run pending" if leaky else "ours: not run yet"
-                lines.append(f"| | | {label} | " + " | ".join("" for _ in METRICS) + " | | |")
-    lines.append(totals(records))
-    return "\n".join(lines)
+                rows.append(["", "", label, *BLANK, "", ""])
+    rows.append(totals_row(records))
+    return markdown_table(HEADER, rows)
 
 
-def rule_rows(records: Path, cell: str, rule: bool | str, pub: dict[str, float]) -> list[str]:
+def rule_rows(records: Path, cell: str, rule: bool | str, pub: dict[str, float]) -> list[list[str]]:
     """The 'ours' and 'ratio' rows of ``cell`` under masking ``rule`` (none without runs)."""
     runs = cell_runs(records, cell, rule)
     if not runs:
@@ -145,13 +150,14 @@ def rule_rows(records: Path, cell: str, rule: bool | str, pub: dict[str, float])
     walls = [w for _, _, w in runs if w]
     wall = f"{statistics.fmean(walls) / 60:.0f} min" if walls else ""
     seeds = [s for s, _, _ in runs]
-    how = command(cell, seeds) if rule is True else "the same checkpoints: `recforge-eval run_dir=<run> 'overrides=[\"evaluation.mask_history=s3rec\"]'`"
+    how = command(cell, seeds) if rule is True else \
+        "the same checkpoints: `recforge-eval run_dir=<run> 'overrides=[\"evaluation.mask_history=s3rec\"]'`"
     label = f"ours ({RULES[rule]}n={len(runs)}, seeds {','.join(map(str, seeds))})"
-    return [f"| | | {label} | " + " | ".join(fmt(ours[m]) for m in METRICS) + f" | {wall} | {how} |",
-            "| | | ratio | " + " | ".join(f"{statistics.fmean(ours[m]) / pub[m]:.2f}" for m in METRICS) + " | | |"]
+    return [["", "", label, *(fmt(ours[m]) for m in METRICS), wall, how],
+            ["", "", "ratio", *(f"{statistics.fmean(ours[m]) / pub[m]:.2f}" for m in METRICS), "", ""]]
 
 
-def totals(records: Path) -> str:
+def totals_row(records: Path) -> list[str]:
     """The last row: summed wall time of the recorded runs, and what three seeds of every cell would take."""
     walls = {}
     for dataset in DATASETS:
@@ -168,7 +174,12 @@ def totals(records: Path) -> str:
     else:
         missing = cells - len(walls)
         estimate = f"{missing} cell{'' if missing == 1 else 's'} without a timed run"
-    return f"| all | | {n} timed runs |" + " |" * len(METRICS) + f" {recorded:.1f} h in all; {estimate} | |"
+    return ["all", "", f"{n} timed runs", *BLANK, f"{recorded:.1f} h in all; {estimate}", ""]
+
+
+def totals(records: Path) -> str:
+    """:func:`totals_row` as a Markdown table line."""
+    return markdown_table(HEADER, [totals_row(records)]).splitlines()[-1]
 
 
 def replace_table(page: str, new_table: str) -> str:

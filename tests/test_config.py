@@ -42,7 +42,7 @@ from recforge.models.encoders.itemknn import ItemKNNScores, MultiHot
 from recforge.models.encoders.mf import MatrixFactorization
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 from recforge.models.encoders.sasrec import SASRec
-from recforge.models.heads import BiasedDot
+from recforge.models.heads import BiasedDot, PointwiseHead
 from recforge.models.losses import BPR, CrossEntropy, SampledBCE
 from recforge.models.module import NextItemModule
 from recforge.models.pointwise_module import PointwiseModule
@@ -338,6 +338,11 @@ def check_decoder(option: str, compose_train, tmp_path: Path) -> None:
             state = module.encoder(batch["history"])[:, -1]  # (6, H)
             expected = ((state + head.user_vectors(batch["user"])) * head.item_embedder(batch["item"])).sum(-1)
         torch.testing.assert_close(outputs, expected)
+        return
+    if option == "text_head":  # the text tasks' head: sized by the text encoder when the run layer builds it
+        head = instantiate(compose_train("decoder=text_head").decoder, dim=4).eval()
+        head.init_global_bias(0.5)
+        assert isinstance(head, PointwiseHead) and head(torch.zeros(3, 4)).tolist() == [0.5, 0.5, 0.5]
         return
     cfg = compose_train(f"decoder={option}", *TINY)
     _, module = _check_built(cfg)

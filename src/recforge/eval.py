@@ -20,6 +20,7 @@ from recforge.run.build import build
 from recforge.run.checkpoints import load_checkpoint
 from recforge.run.cli import user_errors
 from recforge.run.load import find_checkpoint, load_run_config, load_weights
+from recforge.run.progress import quiet_lightning
 from recforge.run.records import run_info, write_json
 from recforge.run.validate import validate_config
 
@@ -38,6 +39,7 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str], o
     load_weights(module, state, ckpt, run_dir)
     with open_dict(cfg):
         cfg.trainer.default_root_dir = str(out)
+    quiet_lightning()  # no start-up tips and device lines (the run's callbacks are not used here)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     with warnings.catch_warnings():  # Lightning's advice against DDP testing: samples it repeats count once here

@@ -47,14 +47,15 @@ class TextHead(PointwiseHead):
 
 
 class TextPointwiseModule(PointwiseModule):
-    """Intent or value prediction from a text; ``encoder`` embeds it, a :class:`TextHead` reads the embedding."""
+    """Intent or value prediction from a text; ``encoder`` embeds it, ``decoder`` (a :class:`TextHead`, built by the
+    run layer from the ``decoder`` group) reads the embedding; without one, a ``TextHead(encoder.dim, dropout)``."""
 
     sample_kind = "reviews"  # what it reads; its datamodule declares the same (checked by recforge.run.validate)
 
     def __init__(self, encoder: TextEncoder, loss: nn.Module, metrics: TaskMetrics,
                  optimizer: Callable[..., Optimizer], scheduler: Callable[..., Any] | None = None,
                  fine_tune: bool = True, dropout: float = 0.1, head_lr: float | None = None,
-                 cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None, decoder: TextHead | None = None) -> None:
         if not fine_tune and encoder.lora is not None:
             raise RecforgeError("task.fine_tune=false freezes the text encoder, so its LoRA adapters would never be "
                                 "trained; use text_encoder=minilm (frozen) or task.fine_tune=true (LoRA).")
@@ -62,7 +63,8 @@ class TextPointwiseModule(PointwiseModule):
             encoder.load()  # the trained weights exist before an optimizer or a checkpoint sees them
             if encoder.lora is None:
                 encoder.model.requires_grad_(True)  # type: ignore[union-attr]  (full fine-tuning)
-        super().__init__(encoder=encoder, decoder=TextHead(encoder.dim, dropout), loss=loss, metrics=metrics,
+        decoder = decoder if decoder is not None else TextHead(encoder.dim, dropout)
+        super().__init__(encoder=encoder, decoder=decoder, loss=loss, metrics=metrics,
                          optimizer=optimizer, scheduler=scheduler)  # type: ignore[arg-type]
         self.fine_tune, self.head_lr = fine_tune, head_lr
         self.cache = EmbeddingCache(cache_dir) if cache_dir else None

@@ -35,7 +35,9 @@ def build_text_module(cfg: DictConfig, datamodule: ReviewDataModule) -> L.Lightn
     """The text task's module around ``cfg.text_encoder``; a fine-tuned encoder reads token ids, so the
     datamodule tokenizes with its tokenizer (a frozen one reads embeddings computed once, by row, cached in
     ``<paths.cache_dir>/text_embeddings``)."""
-    module = instantiate(cfg.task, encoder=instantiate(cfg.text_encoder), loss=instantiate(cfg.loss),
+    encoder = instantiate(cfg.text_encoder)
+    head = {"decoder": instantiate(cfg.decoder, dim=encoder.dim)} if cfg.get("decoder") else {}  # sized by it
+    module = instantiate(cfg.task, encoder=encoder, loss=instantiate(cfg.loss), **head,
                          optimizer=instantiate(cfg.optimizer),
                          scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
                          cache_dir=str(Path(cfg.paths.cache_dir) / "text_embeddings"))
