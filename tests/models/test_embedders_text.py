@@ -151,16 +151,21 @@ def test_hybrid_gate_hand_values_and_formula():
     torch.testing.assert_close(emb.output_weights()[1:], g * ids + (1 - g) * t)
 
 
-def test_hybrid_unknown_fusion_is_refused_by_the_config_group():
+def test_hybrid_unknown_fusion_is_refused_by_the_config_group(compose_train):
     """Fusions are chosen by the ``fusion`` config group (``_target_``), so an unknown one is Hydra's one-line
-    'Could not find' error listing the options."""
+    'Could not find' error listing the options, and the old ``item_embedder.fusion=<name>`` is named in one line."""
     from hydra import compose, initialize_config_module
     from hydra.errors import MissingConfigException
+
+    from recforge.run.validate import config_problems
 
     with initialize_config_module("recforge.conf", version_base="1.3"):
         with pytest.raises(MissingConfigException, match=r"Could not find 'fusion/max'"):
             compose("train", overrides=["item_embedder=hybrid", "fusion=max"])
         assert compose("train", overrides=["fusion=gate"]).fusion._target_.endswith("GateFusion")
+    old_way = compose_train("item_embedder=hybrid", "item_embedder.fusion=gate")
+    assert config_problems(old_way) == ["item_embedder.fusion='gate' must be a fusion chosen with the fusion group "
+                                        "(fusion=sum, concat or gate), not a string"]
 
 
 def test_text_parts_are_found_once_through_shared_embedders():

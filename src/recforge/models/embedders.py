@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from recforge.errors import RecforgeError
-from recforge.rules import check_arguments, int_at_least, number_at_least, rule_table
+from recforge.rules import Expect, check_arguments, int_at_least, number_at_least, rule_table
 
 if TYPE_CHECKING:
     from recforge.models.text_cache import EmbeddingCache
@@ -321,7 +321,9 @@ class HybridEmbedding(ItemEmbedder):
     Padding is zero; the [MASK] token is the id table's learned row fused with a zero text.
     """
 
-    argument_rules = EMBEDDER_RULES
+    # the fusion is a config node chosen by the fusion group, never a name (item_embedder.fusion=gate was the old way)
+    argument_rules = rule_table(**EMBEDDER_RULES, fusion=Expect(
+        "a fusion chosen with the fusion group (fusion=sum, concat or gate)", lambda v: not isinstance(v, str)))
 
     def __init__(self, num_items: int, hidden_size: int, text_encoder: TextEncoder | None = None,
                  text_dim: int | None = None, fusion: Callable[[int, int, float], Fusion] = SumFusion,
