@@ -53,24 +53,32 @@ class FitsData:
 
 # the argument rules of encoders built on a TransformerStack (SASRec, BERT4Rec; see recforge.rules)
 TRANSFORMER_RULES = rule_table(max_len=int_at_least(2), num_layers=int_at_least(1), num_heads=int_at_least(1),
-                               dropout=DROPOUT, inner_size=optional(int_at_least(1)), activation=one_of("relu", "gelu"))
+                               dropout=DROPOUT, inner_size=optional(int_at_least(1)), activation=one_of("relu", "gelu"),
+                               norm_first=one_of(True, False))
 
 
 class TransformerStack(nn.Module):
-    """Item + learned position embeddings -> LayerNorm -> dropout -> pre-LN transformer layers -> LayerNorm."""
+    """Item + learned position embeddings -> LayerNorm -> dropout -> transformer layers.
+
+    ``norm_first=True`` (default): pre-LN layers and a final LayerNorm. ``norm_first=False``: post-LN layers (each
+    sublayer's residual sum is normalised, as in BERT and in the S3-Rec code's SASRec) and no final LayerNorm.
+    """
 
     def __init__(self, item_embedder: ItemEmbedder, max_len: int, num_layers: int, num_heads: int,
-                 dropout: float, inner_size: int | None = None, activation: str = "gelu") -> None:
+                 dropout: float, inner_size: int | None = None, activation: str = "gelu",
+                 norm_first: bool = True) -> None:
         super().__init__()
         hidden = item_embedder.hidden_size
         if hidden % num_heads:
             raise ValueError(f"hidden size {hidden} is not divisible by num_heads={num_heads}")
         self.item_embedder, self.num_heads, self.max_len = item_embedder, num_heads, max_len
         self.positions = nn.Embedding(max_len, hidden)
-        self.norm_in, self.norm_out = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.norm_first = norm_first
+        self.norm_in = nn.LayerNorm(hidden)
+        self.norm_out: nn.Module = nn.LayerNorm(hidden) if norm_first else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(hidden, num_heads, inner_size or 4 * hidden, dropout,
-                                           activation=activation, batch_first=True, norm_first=True)
+                                           activation=activation, batch_first=True, norm_first=norm_first)
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.apply(_init_weights)
 
@@ -83,6 +91,8 @@ class TransformerStack(nn.Module):
     def final_state(self, items: Tensor, allowed: Tensor) -> Tensor:
         """``forward(items, allowed)[:, -1]`` computing the last layer for the last query only (its keys and
         values still come from every position): items (B, T), allowed (B, T, T) -> (B, H)."""
+        if not self.norm_first:  # post-LN: the short path below is written for pre-LN layers
+            return self(items, allowed)[:, -1]
         x, mask = self._embed(items), self._blocked(allowed)  # (B, T, H), (B*heads, T, T)
         *inner, last = self.layers.layers
         for layer in inner:
