@@ -24,7 +24,12 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+import yaml
+
 import recforge
+from recforge.data.splits import repeated_targets
+from recforge.report.protocol import MASK_RULES, split_text
 from recforge.report.render import markdown_table
 
 CONF = Path(recforge.__file__).resolve().parent / "conf" / "experiment"
@@ -32,6 +37,8 @@ RECORDS = Path(__file__).resolve().parent / "results" / "s3rec_runs"
 METRICS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20"]
 DATASETS = ["beauty", "sports", "toys", "yelp"]
 MODELS = [("gru4rec", "GRU4Rec"), ("sasrec", "SASRec"), ("bert4rec", "BERT4Rec")]
+FILES = {"beauty": "Beauty.txt", "sports": "Sports_and_Outdoors.txt", "toys": "Toys_and_Games.txt", "yelp": "Yelp.txt"}
+PAPER = "_paper"  # <cell>_paper: the cell trained in the S3-Rec code's own setup (experiment=<cell>_paper)
 
 
 def published(cell: str) -> dict[str, float]:
@@ -74,11 +81,15 @@ def record_runs(root: Path, records: Path) -> list[Path]:
         metrics = json.loads(metrics_file.read_text())
         info_file = run / "run_info.json"
         info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+        rule = config.get("evaluation", {}).get("mask_history", True)
         record = {"cell": run.parent.name, "seed": int(run.name[4:]),
                   "test": {m: metrics["test"][m] for m in METRICS}, "wall_seconds": wall_seconds(run.with_suffix(".time")),
                   "date": str(info.get("started", ""))[:10], "commit": info.get("git_commit"),
                   "command": " ".join(["recforge-train"] + info.get("command", [])[1:]),
                   "source": f"{run}/metrics.json"}
+        if rule is not True:  # the paper-setup cells test under the S3-Rec rule themselves
+            record["mask_history"] = rule
         records.mkdir(parents=True, exist_ok=True)
         path = records / f"{record['cell']}_seed{record['seed']}.json"
         path.write_text(json.dumps(record, indent=1) + "\n")
@@ -131,6 +142,7 @@ def table(records: Path) -> str:
             cell = f"{dataset}_{key}"
             pub = published(cell)
             rows.append([dataset.capitalize(), name, "published", *(f"{pub[m]:.4f}" for m in METRICS), "", ""])
+            rows += rule_rows(records, cell + PAPER, "s3rec", pub, paper=True)
             rows += [row for rule in RULES for row in rule_rows(records, cell, rule, pub)]
             if not cell_runs(records, cell):
                 leaky = any(json.loads(p.read_text()).get("mask_history", True) not in RULES
@@ -141,8 +153,10 @@ def table(records: Path) -> str:
     return markdown_table(HEADER, rows)
 
 
-def rule_rows(records: Path, cell: str, rule: bool | str, pub: dict[str, float]) -> list[list[str]]:
-    """The 'ours' and 'ratio' rows of ``cell`` under masking ``rule`` (none without runs)."""
+def rule_rows(records: Path, cell: str, rule: bool | str, pub: dict[str, float],
+              paper: bool = False) -> list[list[str]]:
+    """The 'ours' and 'ratio' rows of ``cell`` under masking ``rule`` (none without runs); ``paper``: the cell is a
+    paper-setup experiment (trained and tested in the S3-Rec code's setup), labelled as such."""
     runs = cell_runs(records, cell, rule)
     if not runs:
         return []
@@ -150,9 +164,10 @@ def rule_rows(records: Path, cell: str, rule: bool | str, pub: dict[str, float])
     walls = [w for _, _, w in runs if w]
     wall = f"{statistics.fmean(walls) / 60:.0f} min" if walls else ""
     seeds = [s for s, _, _ in runs]
-    how = command(cell, seeds) if rule is True else \
+    how = command(cell, seeds) if rule is True or paper else \
         "the same checkpoints: `recforge-eval run_dir=<run> 'overrides=[\"evaluation.mask_history=s3rec\"]'`"
-    label = f"ours ({RULES[rule]}n={len(runs)}, seeds {','.join(map(str, seeds))})"
+    setup = "paper setup: BCE with 1 negative, post-LN, S3-Rec masking, " if paper else RULES[rule]
+    label = f"ours ({setup}n={len(runs)}, seeds {','.join(map(str, seeds))})"
     return [["", "", label, *(fmt(ours[m]) for m in METRICS), wall, how],
             ["", "", "ratio", *(f"{statistics.fmean(ours[m]) / pub[m]:.2f}" for m in METRICS), "", ""]]
 
@@ -177,32 +192,63 @@ def totals_row(records: Path) -> list[str]:
     return ["all", "", f"{n} timed runs", *BLANK, f"{recorded:.1f} h in all; {estimate}", ""]
 
 
+def test_counts(root: Path, dataset: str) -> tuple[int, int]:
+    """(test samples, test targets that repeat an earlier item of their user) of a dataset's S3-Rec file under
+    leave-one-out (users with at least 3 items; every S3-Rec file is 5-core)."""
+    seqs = [line.split()[1:] for line in (root / "s3rec" / FILES[dataset]).read_text().splitlines()]
+    seqs = [seq for seq in seqs if len(seq) >= 3]
+    items = np.array([int(item) for seq in seqs for item in seq], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum([len(seq) for seq in seqs])]).astype(np.int64)
+    samples = np.stack([np.arange(len(seqs)), np.array([len(seq) - 1 for seq in seqs])], axis=1)
+    return len(seqs), int(repeated_targets(items, indptr, samples).sum())
+
+
+def protocol(root: Path | None) -> str:
+    """The protocol line printed above the table (recforge.report.protocol's wording for each part)."""
+    line = (f"Protocol: {split_text({'dataset.split._target_': 'LeaveOneOut'})}; full ranking over all items; "
+            "K = 5, 10, 20; history mask per row: unlabelled rows: "
+            f"{MASK_RULES[True]}; 'S3-Rec masking' rows: {MASK_RULES['s3rec']}")
+    if root is None or not (root / "s3rec").is_dir():
+        return line + "."
+    counts = [(name, *test_counts(root, name)) for name in DATASETS]
+    return line + "; test samples (unreachable targets under the default mask): " + ", ".join(
+        f"{name.capitalize()} {n:,} ({r:,}, {100 * r / n:.2f} %)" for name, n, r in counts) + "."
+
+
 def totals(records: Path) -> str:
     """:func:`totals_row` as a Markdown table line."""
     return markdown_table(HEADER, [totals_row(records)]).splitlines()[-1]
 
 
-def replace_table(page: str, new_table: str) -> str:
-    """``page`` with its table (the block from the '| data | model | n |' header to the next blank line) replaced."""
+def replace_table(page: str, new_table: str, protocol_line: str = "") -> str:
+    """``page`` with its table (the block from the '| data | model | n |' header to the next blank line) replaced,
+    and ``protocol_line`` (when given) above it, in place of the protocol line already there."""
     lines = page.split("\n")
     heads = [i for i, line in enumerate(lines) if line.startswith("| data | model | n |")]
     if len(heads) != 1:
         raise SystemExit(f"the page has {len(heads)} tables starting with '| data | model | n |'; expected exactly one.")
     start = heads[0]
     end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
-    return "\n".join(lines[:start] + new_table.split("\n") + lines[end:])
+    head = lines[:start]
+    if protocol_line:
+        if len(head) >= 2 and head[-2].startswith("Protocol:") and not head[-1].strip():
+            head = head[:-2]
+        head += [protocol_line, ""]
+    return "\n".join(head + new_table.split("\n") + lines[end:])
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="?", default="outputs/s3rec", help="the queue's output folder")
     parser.add_argument("--write", action="store_true", help="replace the table in experiments/results/s3rec.md")
+    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"),
+                        help="where s3rec/*.txt are, for the sample counts of the protocol line")
     args = parser.parse_args()
     for written in record_runs(Path(args.runs), RECORDS):
         print(f"recorded {written}", file=sys.stderr)
-    text = table(RECORDS)
-    print(text)
+    text, line = table(RECORDS), protocol(args.data_root)
+    print(line + "\n\n" + text)
     if args.write:
         page = RECORDS.parent / "s3rec.md"
-        page.write_text(replace_table(page.read_text(), text))
+        page.write_text(replace_table(page.read_text(), text, line))
         print(f"wrote the table into {page}", file=sys.stderr)

@@ -125,3 +125,20 @@ def test_experiment_leftovers_without_target(tmp_path):
     assert proc.returncode == 2
     assert_clean_failure(proc, tmp_path)
     assert "callbacks.early_stopping has settings but no _target_" in recforge_message(proc)
+
+
+def test_sampled_softmax_negatives_below_one(tmp_path):
+    proc = run_cli(tmp_path, "loss=sampled_softmax", "loss.sampler.num_negatives=0")
+    assert_clean_failure(proc, tmp_path)
+    assert proc.returncode == 2
+    assert recforge_message(proc).endswith("loss.sampler.num_negatives=0 must be an integer >= 1.")
+
+
+def test_uniform_negatives_beyond_the_catalogue(tmp_path):
+    # the default dataset has 399 items (of the 400 generated, one is never interacted with): 500 cannot be drawn
+    proc = run_cli(tmp_path, "loss=sampled_softmax", "loss.sampler.num_negatives=500", "trainer.max_epochs=1")
+    assert_clean_failure(proc, tmp_path)
+    assert proc.returncode == 2
+    assert recforge_message(proc) == (
+        "recforge: error: loss.sampler.num_negatives=500 is larger than the 399 items that can be drawn; uniform "
+        "sampling without replacement needs at most that many.")

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 import recforge
-from recforge.data.datamodule import SequenceDataModule
+from recforge.data.datamodule import SequenceDataModule, TrainingData
 from recforge.data.ratings import RandomHoldout, RandomKFold, RatingDataModule
 from recforge.data.splits import LeaveOneOut, Split, TemporalRatio
 from recforge.errors import RecforgeError
@@ -43,10 +43,10 @@ from recforge.models.encoders.mf import MatrixFactorization
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 from recforge.models.encoders.sasrec import SASRec
 from recforge.models.heads import BiasedDot, PointwiseHead
-from recforge.models.losses import BPR, CrossEntropy, SampledBCE
+from recforge.models.losses import BPR, CrossEntropy, SampledBCE, SampledSoftmax
 from recforge.models.module import NextItemModule
 from recforge.models.pointwise_module import PointwiseModule
-from recforge.models.samplers import UniformNegatives
+from recforge.models.samplers import InBatchNegatives, SharedPopularity, SharedUniform, UniformNegatives
 from recforge.models.schedules import WarmupCosine
 from recforge.run.build import build, build_trainer
 from recforge.run.progress import (
@@ -394,6 +394,11 @@ def check_loss(option: str, compose_train, tmp_path: Path) -> None:
     # with all-zero hidden states every real item scores 0: the values are known in closed form
     decoder = DotProduct(IdEmbedding(num_items=10, hidden_size=4))
     hidden, tgt = torch.zeros(6, 4), torch.tensor([1, 2, 3, 4, 5, 10])
+    if isinstance(loss, SampledSoftmax):  # the default K (256) exceeds these 10 items: 3 fixed negatives instead
+        assert isinstance(loss.sampler, SharedUniform) and loss.sampler.num_negatives == 256 and loss.log_q_correction
+        fixed = float(loss.loss_against(hidden, tgt, torch.tensor([6, 7, 8]), decoder))
+        assert fixed == pytest.approx(math.log(4), rel=1e-6)  # the target and 3 negatives, all scored 0
+        return
     value = float(loss(hidden, tgt, decoder).detach())
     assert math.isfinite(value)
     known = {"ce": (CrossEntropy, math.log(10)), "bce": (SampledBCE, 2 * math.log(2)), "bpr": (BPR, math.log(2))}
@@ -405,6 +410,22 @@ def check_loss(option: str, compose_train, tmp_path: Path) -> None:
         assert isinstance(loss.sampler, UniformNegatives) and loss.sampler.num_negatives == 1
     if isinstance(loss, CrossEntropy):
         assert loss.label_smoothing == 0.0
+
+
+def check_loss_sampler(option: str, compose_train, tmp_path: Path) -> None:
+    cfg = compose_train("loss=sampled_softmax", f"loss/sampler={option}")
+    loss = instantiate(cfg.loss)
+    kind = {"uniform": SharedUniform, "popularity": SharedPopularity, "in_batch": InBatchNegatives}[option]
+    assert isinstance(loss, SampledSoftmax) and type(loss.sampler) is kind
+    loss.fit_data(TrainingData.from_counts(torch.tensor([0, 5, 0, 3, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] * 20)))
+    targets = torch.tensor([1, 3, 3, 4])
+    drawn = loss.sampler.draw(targets, 319)
+    if option == "in_batch":
+        assert drawn.tolist() == [1, 3, 4]
+    else:
+        assert drawn.shape == (256,) and bool((drawn >= 1).all() and (drawn <= 319).all())
+    if option == "popularity":  # only ids with training counts are drawn
+        assert set(drawn.tolist()) <= {i for i in range(320) if i % 16 in (1, 3, 4)}
 
 
 KNOWN_OPTIMIZERS = {
@@ -704,6 +725,7 @@ CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
     "item_embedder": check_item_embedder,
     "fusion": check_fusion,
     "loss": check_loss,
+    "loss/sampler": check_loss_sampler,
     "optimizer": check_optimizer,
     "scheduler": check_scheduler,
     "trainer": check_trainer,
@@ -726,8 +748,9 @@ def test_option_composes_and_builds(group, option, compose_train, tmp_path, monk
     monkeypatch.setenv("RECFORGE_CACHE", str(tmp_path / "cache-from-env"))  # read by paths.cache_dir
     assert group in CHECKERS, f"config group '{group}' has no checker in tests/test_config.py: add one"
     if not group.startswith("hydra") and group != "paths":
-        # every _target_ the composition names can be imported
-        cfg = compose_train(f"{group}={option}")
+        # every _target_ the composition names can be imported (a nested group with the option that holds it)
+        parent = {"loss/sampler": ["loss=sampled_softmax"]}.get(group, [])
+        cfg = compose_train(*parent, f"{group}={option}")
         for target in targets(OmegaConf.to_container(cfg, resolve=False)):
             assert get_object(target) is not None, target
     CHECKERS[group](option, compose_train, tmp_path)

@@ -199,7 +199,7 @@ UNKNOWN = [
     (["+scheduler.warmup=5", "scheduler=warmup_cosine"],
      "scheduler.warmup is not a parameter of recforge.models.schedules.WarmupCosine (did you mean warmup_steps?)."),
     (["+encoder.zzz=1"], ("encoder.zzz is not a parameter of recforge.models.encoders.sasrec.SASRec (it takes "
-                          "item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation).")),
+                          "item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation, norm_first).")),
     (["+dataset.reader.num_user=5"],
      "dataset.reader.num_user is not a parameter of recforge.data.synthetic.SyntheticSequences (did you mean num_users?)."),
     (["encoder._target_=recforge.models.encoders.sasrec.SASRecc"],
@@ -264,6 +264,7 @@ NEEDS = {
     ("dataset", "csv"): ["dataset.reader.path=interactions.csv"],
     ("hydra/sweeper/sampler", "*"): ["hparams_search=optuna"],
     ("decoder", "popularity"): ["encoder=popularity"],
+    ("loss/sampler", "*"): ["loss=sampled_softmax"],
     # intent/value parts go together: a rating dataset, a pointwise task (its head and loss)
     ("dataset", "ml-100k-ratings"): ["task=value"],
     ("dataset/split", "random_kfold"): ["task=value", "dataset=ml-100k-ratings"],
@@ -290,7 +291,8 @@ def test_every_option_of_every_group_validates():
 def test_every_encoder_and_loss_combination_validates():
     """Each encoder with each loss (popularity brings its own decoder); optimizers and schedulers rotate."""
     optimizers, schedulers = ("adam", "adamw", "sgd"), ("none", "warmup_cosine")
-    pairs = [(e, l) for e in ("sasrec", "bert4rec", "gru4rec", "popularity") for l in ("ce", "bce", "bpr")]
+    pairs = [(e, l) for e in ("sasrec", "bert4rec", "gru4rec", "popularity")
+             for l in ("ce", "bce", "bpr", "sampled_softmax")]
     runs = [[f"encoder={e}", f"loss={l}", f"optimizer={optimizers[i % 3]}", f"scheduler={schedulers[i % 2]}"]
             for i, (e, l) in enumerate(pairs)]
     problems = {" ".join(run): config_problems(cfg) for run, cfg in zip(runs, compose_all(*runs))}

@@ -78,7 +78,7 @@ def test_the_readme_multirun_selects_exactly_the_twelve_table_cells():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     readme = (PROJECT / "experiments" / "README.md").read_text()
-    sweep = re.search(r"recforge-train -m '(experiment=glob\([^']+\))' seed=42,1,2", readme).group(1)
+    sweep = re.search(r"recforge-train -m '(experiment=glob\([^']+\))' seed=42,1,2 \\\n", readme).group(1)
     override = OverridesParser.create().parse_overrides([sweep])[0]
     names = sorted(p.stem for p in (PROJECT / "src" / "recforge" / "conf" / "experiment").glob("*.yaml"))
     assert override.value().filter(names) == [f"{d}_{m}" for d in ("beauty", "sports", "toys", "yelp")
@@ -109,3 +109,39 @@ def test_s3rec_rule_evaluations_get_their_own_rows_and_leaky_records_are_left_ou
     yelp = script.table(records).splitlines()
     row = next(i for i, line in enumerate(yelp) if line.startswith("| Yelp | SASRec | published"))
     assert yelp[row + 1].startswith("| | | ours: earlier runs used the leaky mask, re-run pending |")
+
+
+def test_paper_setup_runs_get_their_own_row_above_the_default_rows(tmp_path, project_script):
+    script = project_script("experiments/s3rec_table.py")
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    fake_run(runs, 42, 0.0400, "10:00.00")
+    paper = runs / "toys_sasrec_paper" / "seed42"
+    paper.mkdir(parents=True)
+    (paper / "metrics.json").write_text(json.dumps({"test": {m: 0.02 for m in METRICS} | {"ndcg@10": 0.0374}}))
+    (paper / "config.yaml").write_text("evaluation:\n  mask_history: s3rec\n")  # the experiment tests under it
+    paper.with_suffix(".time").write_text("\tElapsed (wall clock) time (h:mm:ss or m:ss): 20:00.00\n")
+    script.record_runs(runs, records)
+    assert json.loads((records / "toys_sasrec_paper_seed42.json").read_text())["mask_history"] == "s3rec"
+    lines = script.table(records).splitlines()
+    row = lines.index("| Toys | SASRec | published | 0.0463 | 0.0306 | 0.0675 | 0.0374 | 0.0941 | 0.0441 | | |")
+    label = "ours (paper setup: BCE with 1 negative, post-LN, S3-Rec masking, n=1, seeds 42)"
+    assert lines[row + 1].startswith(f"| | | {label} | 0.0200 | 0.0200 | 0.0200 | 0.0374 |")
+    assert lines[row + 1].endswith("| 20 min | `recforge-train experiment=toys_sasrec_paper seed=42 "
+                                   "dataset.root=../shared/data` |")
+    assert lines[row + 2].split("|")[7].strip() == "1.00"  # .0374 / published .0374
+    assert lines[row + 3].startswith("| | | ours (n=1, seeds 42) | 0.0500 |")  # the default setup follows
+
+
+def test_the_protocol_line_counts_test_samples_and_repeated_targets(tmp_path, project_script):
+    script = project_script("experiments/s3rec_table.py")
+    (tmp_path / "s3rec").mkdir()
+    # users 1-3 of a toy file: user 3's last item (5) repeats an earlier one; user 4 has 2 items (not evaluated)
+    for name in script.FILES.values():
+        (tmp_path / "s3rec" / name).write_text("1 1 2 3\n2 2 3 4 1\n3 5 6 5\n4 1 2\n")
+    assert script.test_counts(tmp_path, "yelp") == (3, 1)
+    line = script.protocol(tmp_path)
+    assert line.startswith("Protocol: leave-one-out split (last item test, second to last validation); full ranking")
+    assert line.endswith("Beauty 3 (1, 33.33 %), Sports 3 (1, 33.33 %), Toys 3 (1, 33.33 %), Yelp 3 (1, 33.33 %).")
+    page = "intro\n\nProtocol: old\n\n| data | model | n | x |\n|---|\n\nafter\n"
+    assert script.replace_table(page, "| data | model | n | y |", "Protocol: new") == (
+        "intro\n\nProtocol: new\n\n| data | model | n | y |\n\nafter\n")

@@ -31,6 +31,11 @@ class Decoder(nn.Module):
         ids = torch.arange(start, end, device=hidden.device).expand(hidden.shape[0], -1)  # (M, C)
         return self.score_items(hidden, ids)  # (M, C)
 
+    def score_shared(self, hidden: Tensor, items: Tensor) -> Tensor:
+        """Scores of the same items for every row (a sampled softmax's shared negatives). hidden: (M, H), items:
+        (K,) -> (M, K)."""
+        return self.score_items(hidden, items.expand(hidden.shape[0], -1))  # (M, K)
+
 
 class DotProduct(Decoder):
     """Score = <hidden, item embedding>, with the embedding table tied to the encoder's input."""
@@ -53,6 +58,10 @@ class DotProduct(Decoder):
     def score_items(self, hidden: Tensor, items: Tensor) -> Tensor:
         """Scores of chosen items only. hidden: (M, H), items: (M, K) -> (M, K)."""
         return (hidden.unsqueeze(1) * self.item_embedder(items)).sum(-1)  # (M, K)
+
+    def score_shared(self, hidden: Tensor, items: Tensor) -> Tensor:
+        """One matmul against the K shared items' embeddings. hidden: (M, H), items: (K,) -> (M, K)."""
+        return hidden @ self.item_embedder(items).T  # (M, K)
 
     def score_range(self, hidden: Tensor, start: int, end: int) -> Tensor:
         """Scores of item ids start..end-1: ``forward(hidden)[:, start:end]`` up to float rounding (the matmul

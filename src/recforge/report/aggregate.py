@@ -37,6 +37,7 @@ class Table:
     test: str = "ttest"
     alpha: float = 0.05
     lower_better: list[str] = field(default_factory=list)  # metrics where the smallest mean is best
+    protocol: list[str] = field(default_factory=list)  # recforge.report.protocol lines, printed above the table
 
 
 def metric_columns(runs: pd.DataFrame) -> list[str]:
@@ -45,9 +46,9 @@ def metric_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def config_columns(runs: pd.DataFrame) -> list[str]:
-    """Flattened config keys plus the derived ``model`` column."""
+    """Flattened config keys plus the derived ``model`` column (not the ``stats/`` dataset statistics)."""
     metrics = set(metric_columns(runs))
-    return [c for c in runs.columns if c not in NOT_CONFIG and c not in metrics]
+    return [c for c in runs.columns if c not in NOT_CONFIG and c not in metrics and not c.startswith("stats/")]
 
 
 def sort_key(value: Any) -> tuple[int, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from recforge.report.aggregate import (
     parse_baseline,
 )
 from recforge.report.collect import collect_runs
+from recforge.report.protocol import protocol_lines
 from recforge.run.cli import user_errors
 
 KS = ("10", "20")
@@ -114,6 +116,7 @@ def report(argv: Sequence[str] | None = None) -> tuple[str, list[Path]]:
     table = aggregate(runs, rows=rows, cols=args.cols, metrics=args.metrics or default_metrics(runs),
                       baseline=parse_baseline(args.baseline) if args.baseline else None, test=args.test,
                       alpha=args.alpha, lower_better=args.lower_better)
+    table = dataclasses.replace(table, protocol=protocol_lines(runs))
     out = Path(args.out) if args.out else Path(args.paths[0]) / "report"
     failed = runs[runs["status"] == "failed"]
     md = render.markdown(table, failed)

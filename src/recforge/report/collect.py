@@ -15,6 +15,8 @@ from recforge.errors import RecforgeError
 MODEL_NAMES = {"ConstantEncoder": "Popularity"}  # encoder class -> name shown in reports
 RUN_FIELDS = ("best_epoch", "epochs", "fit_seconds", "test_seconds")
 STAGES = ("test", "val")
+# dataset statistics from metrics.json kept as ``stats/<name>`` columns (the protocol line reads them)
+STATS = ("val_samples", "test_samples", "val_repeated_targets", "test_repeated_targets")
 
 
 def find_runs(path: str | Path) -> tuple[list[Path], list[Path]]:
@@ -92,6 +94,10 @@ def _metrics(path: Path) -> dict[str, Any]:
         for field in RUN_FIELDS:
             value = data.get(field)
             row[field] = float(value) if value is not None else None
+        stats = data.get("dataset") or {}
+        for name in STATS:
+            if stats.get(name) is not None:
+                row[f"stats/{name}"] = int(stats[name])
     except (TypeError, ValueError, AttributeError):
         raise RecforgeError(
             f"{path} is damaged: metric values must be numbers grouped under 'test' and 'val'.") from None

@@ -119,7 +119,8 @@ def markdown(table: Table, failed: pd.DataFrame | None = None) -> str:
     lay = layout(table)
     body = [[*keys, *(cell_text(c, lambda s: f"**{s}**") for c in row)] for keys, row in zip(lay.keys, lay.cells)]
     align = "-" * len(table.rows) + "r" * (len(lay.header) - len(table.rows))
-    out = markdown_table(lay.header, body, align) + "\n\n" + "\n".join(notes(table)) + "\n"
+    head = "".join(f"{line}\n\n" for line in table.protocol)
+    out = head + markdown_table(lay.header, body, align) + "\n\n" + "\n".join(notes(table)) + "\n"
     if failed is not None and not failed.empty:
         out += "\nFailed runs:\n\n" + "".join(f"- {r.run}: {r.error}\n" for r in failed.itertuples())
     return out
@@ -146,7 +147,7 @@ def latex(table: Table) -> str:
     for keys, row in zip(lay.keys, lay.cells):
         texts = [cell_text(c, lambda s: rf"\textbf{{{s}}}", marker=r"$^\dagger$", pm=r" $\pm$ ") for c in row]
         body.append(" & ".join([*map(latex_escape, keys), *texts]) + r" \\")
-    caption = latex_escape(" ".join(notes(table)))
+    caption = latex_escape(" ".join([*table.protocol, *notes(table)]))
     caption = caption.replace(" ± ", r" $\pm$ ").replace(MARKER, r"$^\dagger$")
     return "\n".join([r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
                       " & ".join(map(latex_escape, lay.header)) + r" \\", r"\midrule", *body, r"\bottomrule",
@@ -172,6 +173,7 @@ figure img{max-width:560px;width:100%} figcaption{font-size:.8em;color:#555} .fa
 <p class="meta">Generated {{ generated }} from {{ n_ok }} successful run{{ "" if n_ok == 1 else "s" }}{% if n_failed %} and {{ n_failed }} failed{% endif %} under {% for s in sources %}<code>{{ s }}</code>{{ ", " if not loop.last }}{% endfor %}.</p>
 <h2>Results</h2>
 <p class="note">Click a column header to sort; the page also sorts on load from <code>#sort=&lt;column index&gt;&amp;desc=1</code>.</p>
+{% for p in protocol %}<p class="protocol">{{ p }}</p>{% endfor %}
 <div class="scroll"><table id="results"><thead><tr>{% for h in header %}<th data-numeric="{{ 0 if loop.index0 < n_keys else 1 }}" aria-sort="none">{{ h }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in rows %}<tr>{% for c in row %}<td{% if c.cls %} class="{{ c.cls }}"{% endif %} data-value="{{ c.value }}"{% if c.title %} title="{{ c.title }}"{% endif %}>{{ c.html }}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table></div>
@@ -251,7 +253,7 @@ def html(table: Table, runs: pd.DataFrame, sources: list[str], plots: dict[str, 
     failed = runs[runs["status"] == "failed"]
     uris = [(name, "data:image/png;base64," + base64.b64encode(data).decode()) for name, data in (plots or {}).items()]
     return HTML.render(
-        header=lay.header, n_keys=len(table.rows), rows=rows, notes=notes(table), plots=uris,
+        header=lay.header, n_keys=len(table.rows), rows=rows, notes=notes(table), protocol=table.protocol, plots=uris,
         failed=list(zip(failed["run"], failed["error"])), all_runs=_run_list(runs, table), sources=sources,
         n_ok=int((runs["status"] == "ok").sum()),
         n_failed=len(failed), generated=(generated or datetime.now().astimezone()).strftime("%Y-%m-%d %H:%M:%S %Z"))

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from recforge.models.embedders import ItemEmbedder
-from recforge.rules import DROPOUT, int_at_least, one_of, optional, rule_table
+from recforge.rules import BOOLEAN, DROPOUT, int_at_least, one_of, optional, rule_table
 
 if TYPE_CHECKING:
     from recforge.data.datamodule import TrainingData
@@ -54,7 +54,7 @@ class FitsData:
 # the argument rules of encoders built on a TransformerStack (SASRec, BERT4Rec; see recforge.rules)
 TRANSFORMER_RULES = rule_table(max_len=int_at_least(2), num_layers=int_at_least(1), num_heads=int_at_least(1),
                                dropout=DROPOUT, inner_size=optional(int_at_least(1)), activation=one_of("relu", "gelu"),
-                               norm_first=one_of(True, False))
+                               norm_first=BOOLEAN)
 
 
 class TransformerStack(nn.Module):
