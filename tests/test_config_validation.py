@@ -66,6 +66,8 @@ RANGE = [
     (["dataset.item_k=-5"], "dataset.item_k=-5 must be an integer >= 0."),
     (["dataset/split=temporal_ratio", "dataset.split.train=1.0"], "dataset.split.train=1.0 must be a number in (0, 1)."),
     (["dataset/split=temporal_ratio", "dataset.split.val=0"], "dataset.split.val=0 must be a number in (0, 1)."),
+    (["dataset/split=global_temporal", "dataset.split.val=0"], "dataset.split.val=0 must be a number in (0, 1)."),
+    (["dataset/split=global_temporal", "dataset.split.test=1.0"], "dataset.split.test=1.0 must be a number in (0, 1)."),
     (["dataset.reader.follow_prob=1.5"], "dataset.reader.follow_prob=1.5 must be a number in [0, 1]."),
     (["dataset.reader.num_users=0"], "dataset.reader.num_users=0 must be an integer >= 1."),
     (["evaluation.ks=[0,10]"], "evaluation.ks=[0, 10] must be a non-empty list of integers >= 1."),
@@ -105,6 +107,9 @@ RANGE = [
     (["dataset.cold_items=-0.2"], "dataset.cold_items=-0.2 must be a number in [0, 1)."),
     (["dataset.cold_seed=-1"], "dataset.cold_seed=-1 must be an integer >= 0."),
     (["dataset.train_stride=0"], "dataset.train_stride=0 must be an integer >= 1 (or null)."),
+    (["evaluation.sampled.negatives=0"], "evaluation.sampled.negatives=0 must be an integer >= 1 (or null)."),
+    (["evaluation.sampled.negatives=-100"], "evaluation.sampled.negatives=-100 must be an integer >= 1 (or null)."),
+    (["evaluation.sampled.seed=-1"], "evaluation.sampled.seed=-1 must be an integer >= 0."),
 ]
 
 
@@ -133,6 +138,15 @@ TYPES = [
     (["dataset.max_len=abc"], "dataset.max_len='abc' must be an integer >= 2, not a string."),
     (["hidden_size=big"], "hidden_size='big' must be an integer >= 1, not a string."),
     (["encoder=gru4rec", "hidden_size=1.5"], "hidden_size=1.5 must be an integer >= 1, not a float."),
+    (["evaluation.sampled.negatives=many"],
+     "evaluation.sampled.negatives='many' must be an integer >= 1 (or null), not a string."),
+    (["evaluation.sampled.negatives=100.0"],
+     "evaluation.sampled.negatives=100.0 must be an integer >= 1 (or null), not a float."),
+    # a name that is no entry of evaluation.samplers: named by the key the user sets, before interpolations
+    (["evaluation.sampled.sampler=pop"],
+     "evaluation.sampled.sampler='pop' must be one of 'uniform', 'popularity' (the names in evaluation.samplers)."),
+    (["evaluation.sampled.sampler=1"],
+     "evaluation.sampled.sampler=1 must be one of 'uniform', 'popularity' (the names in evaluation.samplers)."),
 ]
 
 
@@ -158,14 +172,18 @@ CROSS = [
     (["dataset/split=temporal_ratio", "dataset.cold_items=0.2"],
      "dataset.cold_items=0.2 needs dataset/split=leave_one_out (cold items are held out as validation and test "
      "targets only), not TemporalRatio."),
+    (["dataset/split=global_temporal", "dataset.split.val=0.5", "dataset.split.test=0.5"],
+     "dataset.split.val=0.5 + dataset.split.test=0.5 must be < 1 (the interactions before the validation cut are "
+     "the training data)."),
     (["dataset.cold_items=0.2", "loss.label_smoothing=0.1"],
      "dataset.cold_items=0.2 needs loss.label_smoothing=0, not 0.1 (smoothing would put probability on the cold "
      "items, which training must never score)."),
     (["dataset.reader.min_length=30", "dataset.reader.max_length=20"],
      "dataset.reader.min_length=30 must be <= dataset.reader.max_length=20."),
     (["objective=val/ndcg@7"],
-     ("objective=val/ndcg@7 is not a computed metric (expected one of val/hr@10, val/hr@20, val/hr@5, val/mrr@10, "
-      "val/mrr@20, val/mrr@5, val/ndcg@10, val/ndcg@20, val/ndcg@5, val/recall@10, val/recall@20, val/recall@5).")),
+     ("objective=val/ndcg@7 is not a computed metric (expected one of val/hr@10, val/hr@20, val/hr@5, val/map@10, "
+      "val/map@20, val/map@5, val/mrr@10, val/mrr@20, val/mrr@5, val/ndcg@10, val/ndcg@20, val/ndcg@5, "
+      "val/precision@10, val/precision@20, val/precision@5, val/recall@10, val/recall@20, val/recall@5).")),
     (["evaluation.ks=[3]", "objective=val/hr@3", "objective_mode=up"], "objective_mode='up' must be one of 'max', 'min'."),
     (["experiment=ml100k_sasrec", "callbacks=none"],
      ("callbacks.early_stopping has settings but no _target_ (left over from an experiment after choosing another "
@@ -199,7 +217,8 @@ UNKNOWN = [
     (["+scheduler.warmup=5", "scheduler=warmup_cosine"],
      "scheduler.warmup is not a parameter of recforge.models.schedules.WarmupCosine (did you mean warmup_steps?)."),
     (["+encoder.zzz=1"], ("encoder.zzz is not a parameter of recforge.models.encoders.sasrec.SASRec (it takes "
-                          "item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation, norm_first).")),
+                          "item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation, norm_first, "
+                          "inner_dropout).")),
     (["+dataset.reader.num_user=5"],
      "dataset.reader.num_user is not a parameter of recforge.data.synthetic.SyntheticSequences (did you mean num_users?)."),
     (["encoder._target_=recforge.models.encoders.sasrec.SASRecc"],
@@ -240,9 +259,13 @@ ACCEPTED = [
     ["hidden_size=96", "encoder.num_heads=3"], ["encoder.max_len=80"], ["loss=bce", "loss.sampler.num_negatives=100"],
     ["scheduler=warmup_cosine", "scheduler.warmup_steps=0", "scheduler.min_ratio=1"],
     ["dataset/split=temporal_ratio", "dataset.split.train=0.5", "dataset.split.val=0.4"],
+    ["dataset/split=global_temporal", "dataset.split.val=0.45", "dataset.split.test=0.5"],
+    ["dataset/split=global_temporal", "evaluation.item_chunk_size=100", "objective=val/map@10"],
     ["logger=wandb", "+logger.wandb.entity=me"], ["+optimizer.amsgrad=true"], ["dataset.min_rating=4"],
     ["objective=val/mrr@20", "objective_mode=min"], ["ckpt_path=/some/run/last.ckpt"],
     ["dataset.cold_items=0.99", "dataset.cold_seed=7"], ["dataset/split=temporal_ratio", "dataset.cold_items=0"],
+    ["evaluation.sampled.negatives=1"], ["evaluation.sampled.negatives=100", "evaluation.sampled.sampler=popularity"],
+    ["evaluation.sampled.negatives=null", "evaluation.sampled.seed=0"],
 ]
 
 

@@ -54,7 +54,7 @@ class FitsData:
 # the argument rules of encoders built on a TransformerStack (SASRec, BERT4Rec; see recforge.rules)
 TRANSFORMER_RULES = rule_table(max_len=int_at_least(2), num_layers=int_at_least(1), num_heads=int_at_least(1),
                                dropout=DROPOUT, inner_size=optional(int_at_least(1)), activation=one_of("relu", "gelu"),
-                               norm_first=BOOLEAN)
+                               norm_first=BOOLEAN, inner_dropout=optional(DROPOUT))
 
 
 class TransformerStack(nn.Module):
@@ -62,11 +62,13 @@ class TransformerStack(nn.Module):
 
     ``norm_first=True`` (default): pre-LN layers and a final LayerNorm. ``norm_first=False``: post-LN layers (each
     sublayer's residual sum is normalised, as in BERT and in the S3-Rec code's SASRec) and no final LayerNorm.
+    ``inner_dropout``: the dropout between the two linear layers of each feed-forward block (None: ``dropout``,
+    as nn.TransformerEncoderLayer has it; the S3-Rec code's SASRec has none there, 0.0).
     """
 
     def __init__(self, item_embedder: ItemEmbedder, max_len: int, num_layers: int, num_heads: int,
                  dropout: float, inner_size: int | None = None, activation: str = "gelu",
-                 norm_first: bool = True) -> None:
+                 norm_first: bool = True, inner_dropout: float | None = None) -> None:
         super().__init__()
         hidden = item_embedder.hidden_size
         if hidden % num_heads:
@@ -79,6 +81,8 @@ class TransformerStack(nn.Module):
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(hidden, num_heads, inner_size or 4 * hidden, dropout,
                                            activation=activation, batch_first=True, norm_first=norm_first)
+        if inner_dropout is not None:
+            layer.dropout = nn.Dropout(inner_dropout)  # the feed-forward block's inner dropout
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.apply(_init_weights)
 
