@@ -116,3 +116,36 @@ def test_ddp_sweep_gives_one_wandb_run_per_trial(tmp_path):
     assert len(list(tmp_path.rglob("run-*.wandb"))) == 2  # the second process of each trial logged nothing
     seeds = [read_json(t / "metrics.json")["test"] for t in trials]
     assert seeds[0] != seeds[1]  # two different trials, not one trial twice
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_one_machine_train_write_once_and_match_one_process(tmp_path):
+    """trainer=ddp_multinode as two nodes of one process each (NODE_RANK 0 and 1, gloo over loopback), started by
+    hand as on a cluster without SLURM: training finishes, only global rank 0 writes, and the test metrics equal
+    one process's for the same weights. Node 1 gets its own run directory here (as a node without the shared file
+    system would), so anything it wrote would show."""
+    port = str(free_port())
+    base = [str(BIN / "recforge-train"), "trainer=ddp_multinode", "trainer.devices=1", "trainer.accelerator=cpu", *TINY]
+    procs = [subprocess.Popen([*base, f"hydra.run.dir={tmp_path / f'node{node}'}"], cwd=tmp_path,
+                              env=env_for(tmp_path, NODE_RANK=str(node), MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for node in (0, 1)]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-3000:] for _, err in outputs]
+    run_dir = tmp_path / "node0"
+    for name in ("metrics.json", "config.yaml", "run_info.json", "dataset_stats.json", "item_ids.json"):
+        assert [p.relative_to(tmp_path) for p in tmp_path.rglob(name) if ".hydra" not in p.parts] == [
+            Path("node0") / name], name
+    # node 1 ran (Hydra's own log and composed config are there) and wrote nothing of the run's
+    assert sorted(p.name for p in (tmp_path / "node1").iterdir()) == [".hydra", "train.log"]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1][1]  # Lightning: the process joined as global rank 1
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["dataset"]["test_samples"] == USERS
+    assert metrics["test"] == single_process(run_dir, "test", tmp_path / "eval_test")  # exact, every metric
