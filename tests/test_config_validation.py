@@ -172,6 +172,9 @@ CROSS = [
     (["dataset/split=temporal_ratio", "dataset.cold_items=0.2"],
      "dataset.cold_items=0.2 needs dataset/split=leave_one_out (cold items are held out as validation and test "
      "targets only), not TemporalRatio."),
+    (["dataset/split=global_temporal", "evaluation.sampled.negatives=100"],
+     "evaluation.sampled.negatives=100 ranks one target per sample, but dataset/split (GlobalTemporal) gives each "
+     "sample a set of targets; use full ranking (evaluation.sampled.negatives=null)."),
     (["dataset/split=global_temporal", "dataset.split.val=0.5", "dataset.split.test=0.5"],
      "dataset.split.val=0.5 + dataset.split.test=0.5 must be < 1 (the interactions before the validation cut are "
      "the training data)."),
@@ -218,7 +221,7 @@ UNKNOWN = [
      "scheduler.warmup is not a parameter of recforge.models.schedules.WarmupCosine (did you mean warmup_steps?)."),
     (["+encoder.zzz=1"], ("encoder.zzz is not a parameter of recforge.models.encoders.sasrec.SASRec (it takes "
                           "item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation, norm_first, "
-                          "inner_dropout).")),
+                          "inner_dropout, qkv_init_normal).")),
     (["+dataset.reader.num_user=5"],
      "dataset.reader.num_user is not a parameter of recforge.data.synthetic.SyntheticSequences (did you mean num_users?)."),
     (["encoder._target_=recforge.models.encoders.sasrec.SASRecc"],

@@ -38,3 +38,16 @@ def test_inner_dropout_sets_every_feed_forward_block(encoder) -> None:
         assert layer.self_attn.dropout == 0.5  # attention probabilities keep the model's dropout
     default = encoder(IdEmbedding(30, 16), max_len=8, num_heads=2, dropout=0.3)
     assert all(layer.dropout.p == 0.3 for layer in default.stack.layers.layers)
+
+
+@pytest.mark.parametrize("encoder", [SASRec, BERT4Rec])
+def test_qkv_init_normal_draws_every_layer_projection_from_normal_002(encoder) -> None:
+    torch.manual_seed(0)
+    model = encoder(IdEmbedding(30, 64), max_len=8, num_heads=2, num_layers=2, qkv_init_normal=True)
+    weights = [layer.self_attn.in_proj_weight.detach() for layer in model.stack.layers.layers]  # (192, 64) each
+    assert all(abs(float(w.std()) - 0.02) < 0.001 for w in weights)  # 12,288 draws: sd of the std ~ 0.00013
+    assert not torch.equal(weights[0], weights[1])  # drawn per layer
+    xavier = encoder(IdEmbedding(30, 64), max_len=8, num_heads=2, num_layers=2)
+    bound = (6 / (64 + 192)) ** 0.5  # nn.MultiheadAttention's xavier_uniform_ on (3H, H)
+    assert float(xavier.stack.layers.layers[0].self_attn.in_proj_weight.abs().max()) <= bound
+    assert abs(float(xavier.stack.layers.layers[0].self_attn.in_proj_weight.std()) - bound / 3 ** 0.5) < 0.003

@@ -54,7 +54,7 @@ class FitsData:
 # the argument rules of encoders built on a TransformerStack (SASRec, BERT4Rec; see recforge.rules)
 TRANSFORMER_RULES = rule_table(max_len=int_at_least(2), num_layers=int_at_least(1), num_heads=int_at_least(1),
                                dropout=DROPOUT, inner_size=optional(int_at_least(1)), activation=one_of("relu", "gelu"),
-                               norm_first=BOOLEAN, inner_dropout=optional(DROPOUT))
+                               norm_first=BOOLEAN, inner_dropout=optional(DROPOUT), qkv_init_normal=BOOLEAN)
 
 
 class TransformerStack(nn.Module):
@@ -64,11 +64,15 @@ class TransformerStack(nn.Module):
     sublayer's residual sum is normalised, as in BERT and in the S3-Rec code's SASRec) and no final LayerNorm.
     ``inner_dropout``: the dropout between the two linear layers of each feed-forward block (None: ``dropout``,
     as nn.TransformerEncoderLayer has it; the S3-Rec code's SASRec has none there, 0.0).
+    ``qkv_init_normal``: the attention's query, key and value projections from normal(0, 0.02) like every other
+    weight, as the reference SASRec/BERT4Rec code draws them (default False: nn.MultiheadAttention's own Xavier
+    uniform, std about 0.09 at hidden 64).
     """
 
     def __init__(self, item_embedder: ItemEmbedder, max_len: int, num_layers: int, num_heads: int,
                  dropout: float, inner_size: int | None = None, activation: str = "gelu",
-                 norm_first: bool = True, inner_dropout: float | None = None) -> None:
+                 norm_first: bool = True, inner_dropout: float | None = None,
+                 qkv_init_normal: bool = False) -> None:
         super().__init__()
         hidden = item_embedder.hidden_size
         if hidden % num_heads:
@@ -85,6 +89,9 @@ class TransformerStack(nn.Module):
             layer.dropout = nn.Dropout(inner_dropout)  # the feed-forward block's inner dropout
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.apply(_init_weights)
+        if qkv_init_normal:
+            for block in self.layers.layers:
+                nn.init.normal_(block.self_attn.in_proj_weight, std=0.02)  # (3H, H); its bias is already 0
 
     def forward(self, items: Tensor, allowed: Tensor) -> Tensor:
         """items: (B, T); allowed: (B, T, T) True where a query may attend to a key -> (B, T, H)."""

@@ -29,14 +29,16 @@ class BERT4Rec(SequenceEncoder):
     def __init__(self, item_embedder: ItemEmbedder, max_len: int = 50, num_layers: int = 2, num_heads: int = 2,
                  dropout: float = 0.2, mask_prob: float = 0.2, last_mask_prob: float = 0.1,
                  inner_size: int | None = None, activation: str = "gelu",
-                 norm_first: bool = True, inner_dropout: float | None = None) -> None:
+                 norm_first: bool = True, inner_dropout: float | None = None,
+                 qkv_init_normal: bool = False) -> None:
         super().__init__()
         check_arguments(BERT4Rec, "encoder", max_len=max_len, num_layers=num_layers, num_heads=num_heads,
                         dropout=dropout, mask_prob=mask_prob, last_mask_prob=last_mask_prob, inner_size=inner_size,
-                        activation=activation, norm_first=norm_first, inner_dropout=inner_dropout)
+                        activation=activation, norm_first=norm_first, inner_dropout=inner_dropout,
+                        qkv_init_normal=qkv_init_normal)
         self.item_embedder, self.mask_prob, self.last_mask_prob = item_embedder, mask_prob, last_mask_prob
         self.stack = TransformerStack(item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation,
-                                      norm_first, inner_dropout)
+                                      norm_first, inner_dropout, qkv_init_normal)
 
     def training_pairs(self, window: Tensor) -> tuple[Tensor, Tensor]:
         """Cloze pairs (see :func:`cloze_pairs`). window: (B, L+1) -> inputs (B, <= L), targets (B, <= L)."""

@@ -23,14 +23,16 @@ class SASRec(SequenceEncoder):
 
     def __init__(self, item_embedder: ItemEmbedder, max_len: int = 50, num_layers: int = 2, num_heads: int = 2,
                  dropout: float = 0.2, inner_size: int | None = None, activation: str = "gelu",
-                 norm_first: bool = True, inner_dropout: float | None = None) -> None:
+                 norm_first: bool = True, inner_dropout: float | None = None,
+                 qkv_init_normal: bool = False) -> None:
         super().__init__()
         check_arguments(SASRec, "encoder", max_len=max_len, num_layers=num_layers, num_heads=num_heads,
                         dropout=dropout, inner_size=inner_size, activation=activation,
-                        norm_first=norm_first, inner_dropout=inner_dropout)
+                        norm_first=norm_first, inner_dropout=inner_dropout,
+                        qkv_init_normal=qkv_init_normal)
         self.item_embedder = item_embedder
         self.stack = TransformerStack(item_embedder, max_len, num_layers, num_heads, dropout, inner_size, activation,
-                                      norm_first, inner_dropout)
+                                      norm_first, inner_dropout, qkv_init_normal)
 
     def forward(self, items: Tensor) -> Tensor:
         """items: (B, T) left-padded ids -> (B, T, H)."""
