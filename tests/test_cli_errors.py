@@ -119,6 +119,16 @@ def test_bad_cutoff_list(tmp_path):
     assert "evaluation.ks=[0, 10] must be a non-empty list of integers >= 1" in recforge_message(proc)
 
 
+def test_sampled_metrics_with_no_negative(tmp_path):
+    """evaluation.sampled.negatives=0: refused before any data is read (the dataset's folder does not exist)."""
+    proc = run_cli(tmp_path, "evaluation.sampled.negatives=0", "dataset=ml-100k", f"dataset.root={tmp_path / 'none'}")
+    assert_clean_failure(proc, tmp_path)
+    assert proc.returncode == 2
+    assert [line for line in proc.stderr.splitlines() if line] == [
+        "recforge: error: evaluation.sampled.negatives=0 must be an integer >= 1 (or null)."]
+    assert not (tmp_path / "cache").exists()
+
+
 def test_experiment_leftovers_without_target(tmp_path):
     """An experiment that tunes a callback, combined with callbacks=none, leaves settings with no class."""
     proc = run_cli(tmp_path, "experiment=ml100k_sasrec", "callbacks=none", f"dataset.root={tmp_path}")
@@ -142,3 +152,49 @@ def test_uniform_negatives_beyond_the_catalogue(tmp_path):
     assert recforge_message(proc) == (
         "recforge: error: loss.sampler.num_negatives=500 is larger than the 399 items that can be drawn; uniform "
         "sampling without replacement needs at most that many.")
+
+
+# --------------------------------------------------------------------------- the global time split
+
+
+def test_global_temporal_split_of_a_dataset_without_timestamps(tmp_path):
+    """S3-Rec sequence files give only an order: the split names the dataset and its file, nothing is written."""
+    folder = tmp_path / "data" / "s3rec"
+    folder.mkdir(parents=True)
+    (folder / "Beauty.txt").write_text("1 1 2 3 4\n2 2 3 4 5\n3 3 4 5 1\n")
+    proc = run_cli(tmp_path, "dataset=beauty", "dataset/split=global_temporal", f"dataset.root={tmp_path / 'data'}")
+    assert_clean_failure(proc, tmp_path)
+    assert proc.returncode == 2
+    assert recforge_message(proc) == (f"recforge: error: dataset.split=global_temporal needs timestamps; dataset "
+                                      f"'beauty' ({(folder / 'Beauty.txt').resolve()}) has none.")
+
+
+def test_global_temporal_quantile_outside_the_unit_interval(tmp_path):
+    proc = run_cli(tmp_path, "dataset/split=global_temporal", "dataset.split.test=1.5")
+    assert_clean_failure(proc, tmp_path)
+    assert proc.returncode == 2
+    assert recforge_message(proc) == "recforge: error: dataset.split.test=1.5 must be a number in (0, 1)."
+
+
+def test_global_temporal_quantiles_that_leave_no_training_data(tmp_path):
+    proc = run_cli(tmp_path, "dataset/split=global_temporal", "dataset.split.val=0.6", "dataset.split.test=0.4")
+    assert_clean_failure(proc, tmp_path)
+    assert proc.returncode == 2
+    assert recforge_message(proc) == (
+        "recforge: error: dataset.split.val=0.6 + dataset.split.test=0.4 must be < 1 (the interactions before the "
+        "validation cut are the training data).")
+
+
+def test_global_temporal_cut_times_that_leave_no_training_interaction(tmp_path):
+    """Every rating at one time: the validation cut falls on it and nothing lies before it."""
+    folder = tmp_path / "data" / "ml-100k"
+    folder.mkdir(parents=True)
+    lines = [f"{user}\t{item}\t3\t881250949" for user in (1, 2, 3) for item in (10, 20, 30, 40)]
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    proc = run_cli(tmp_path, "dataset=ml-100k", "dataset/split=global_temporal", f"dataset.root={tmp_path / 'data'}")
+    assert_clean_failure(proc, tmp_path)
+    assert proc.returncode == 2
+    assert recforge_message(proc) == (
+        "recforge: error: dataset 'ml-100k' (3 users, the longest with 4 interactions): dataset.split.val=0.1 + "
+        "dataset.split.test=0.1 put the validation cut at time 881250949, not after the first interaction (time "
+        "881250949): no training interaction is left; lower them.")

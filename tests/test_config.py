@@ -29,10 +29,22 @@ from torch import Tensor
 
 import recforge
 from recforge.data.datamodule import SequenceDataModule, TrainingData
+from recforge.data.preprocess import Sequences
 from recforge.data.ratings import RandomHoldout, RandomKFold, RatingDataModule
-from recforge.data.splits import LeaveOneOut, Split, TemporalRatio
+from recforge.data.splits import (
+    GlobalTemporal,
+    LeaveOneOut,
+    SequencesSplit,
+    Split,
+    TemporalRatio,
+)
 from recforge.errors import RecforgeError
 from recforge.evaluation.pointwise import IntentMetrics, ValueMetrics
+from recforge.evaluation.sampled import (
+    PopularityCandidates,
+    SampledRanking,
+    UniformCandidates,
+)
 from recforge.models.decoders import DotProduct
 from recforge.models.embedders import Fusion, IdEmbedding
 from recforge.models.encoders.bert4rec import BERT4Rec
@@ -46,7 +58,12 @@ from recforge.models.heads import BiasedDot, PointwiseHead
 from recforge.models.losses import BPR, CrossEntropy, SampledBCE, SampledSoftmax
 from recforge.models.module import NextItemModule
 from recforge.models.pointwise_module import PointwiseModule
-from recforge.models.samplers import InBatchNegatives, SharedPopularity, SharedUniform, UniformNegatives
+from recforge.models.samplers import (
+    InBatchNegatives,
+    SharedPopularity,
+    SharedUniform,
+    UniformNegatives,
+)
 from recforge.models.schedules import WarmupCosine
 from recforge.run.build import build, build_trainer
 from recforge.run.progress import (
@@ -117,7 +134,7 @@ def test_discovery_finds_every_known_group_and_option():
     assert by_group["encoder"] >= {"sasrec", "bert4rec", "gru4rec", "popularity"}
     assert by_group["dataset"] >= {"synthetic", "synthetic_20m", "csv", "ml-100k", "ml-1m", "ml-20m", "beauty",
                                    "lastfm", "sports", "toys", "yelp"}
-    assert by_group["dataset/split"] >= {"leave_one_out", "temporal_ratio"}
+    assert by_group["dataset/split"] >= {"leave_one_out", "temporal_ratio", "global_temporal"}
     assert by_group["loss"] >= {"ce", "bce", "bpr"}
     assert by_group["optimizer"] >= {"adam", "adamw", "sgd"}
     assert by_group["scheduler"] >= {"none", "warmup_cosine"}
@@ -249,6 +266,9 @@ def check_split(option: str, compose_train, tmp_path: Path) -> None:
         assert len(split.test) == 40  # a fifth in both defaults
         return
     assert type(split_fn) is get_class(cfg.dataset.split._target_)
+    if isinstance(split_fn, SequencesSplit):  # reads the sequences' timestamps
+        check_sequences_split(option, split_fn, compose_train)
+        return
     lengths = np.array([10, 20, 2], dtype=np.int64)
     split = split_fn(lengths)
     assert isinstance(split, Split)
@@ -269,6 +289,33 @@ def check_split(option: str, compose_train, tmp_path: Path) -> None:
         assert split.train_lengths.tolist() == train
         assert split.val.tolist() == val
         assert split.test.tolist() == test
+
+
+def check_sequences_split(option: str, split_fn: SequencesSplit, compose_train) -> None:
+    """A global time split: the defaults on one user with times 1..10 (cuts 8.2 and 9.1), then composed and
+    instantiated with ML-100K (its cut times, evaluated users and target counts)."""
+    assert isinstance(split_fn, GlobalTemporal) and (split_fn.val, split_fn.test) == (0.1, 0.1)
+    seqs = Sequences(items=np.arange(1, 11), indptr=np.array([0, 10]), ratings=np.full(10, np.nan, np.float32),
+                     user_ids=np.array(["u"], dtype=object), item_ids=np.array(["", *"abcdefghij"], dtype=object),
+                     timestamps=np.arange(1.0, 11.0))
+    split = split_fn(seqs)
+    assert split.train_lengths.tolist() == [8] and split.val.tolist() == [[0, 8, 9]]
+    assert split.test.tolist() == [[0, 9, 10]]
+    cfg = compose_train("dataset=ml-100k", f"dataset/split={option}", f"dataset.root={SHARED_DATA}")
+    dm = instantiate(cfg.dataset)
+    assert isinstance(dm, SequenceDataModule) and isinstance(dm.split_fn, GlobalTemporal)
+    if not (SHARED_DATA / "ml-100k" / "u.data").exists():
+        return
+    dm.setup("fit")
+    # the last 10 % of the 100,000 ratings by time are the test period, the 10 % before it validation; ML-100K's
+    # users mostly rated in one burst, so few of them are evaluated at each cut
+    assert (dm.stats["val_cut_time"], dm.stats["test_cut_time"]) == (889237269.0, pytest.approx(891382271.2))
+    assert (dm.stats["val_samples"], dm.stats["test_samples"]) == (81, 90)
+    assert (dm.stats["val_targets"], dm.stats["test_targets"]) == (1535, 2886)
+    assert (dm.stats["val_users_without_target"], dm.stats["val_users_without_input"]) == (670, 116)
+    assert (dm.stats["test_users_without_target"], dm.stats["test_users_without_input"]) == (777, 76)
+    batch = dm.test_set.__getitems__([0, 1])
+    assert "target" not in batch and batch["targets"].shape[0] == 2 and (batch["targets"][:, 0] > 0).all()
 
 
 # ------------------------------------------------------------------------------------------- model parts
@@ -689,6 +736,13 @@ def check_task(option: str, compose_train, tmp_path: Path) -> None:
         cfg = compose_train("task=next_item", *TINY)
         _, module = _check_built(cfg)
         assert isinstance(module, NextItemModule) and module.val_ranks.ks == [5, 10, 20]
+        assert module.sampled is None  # evaluation.sampled.negatives: null = full ranking
+        for name, sampler in (("uniform", UniformCandidates), ("popularity", PopularityCandidates)):
+            cfg = compose_train("task=next_item", *TINY, "evaluation.sampled.negatives=20",
+                                f"evaluation.sampled.sampler={name}", "evaluation.sampled.seed=3")
+            _, module = _check_built(cfg)
+            assert isinstance(module.sampled, SampledRanking) and type(module.sampled.sampler) is sampler
+            assert (module.sampled.negatives, module.sampled.seed) == (20, 3)
         return
     cfg = compose_train(f"task={option}", *POINTWISE)
     assert cfg.loss._target_ == {"value": "torch.nn.MSELoss", "intent": "torch.nn.BCEWithLogitsLoss"}[option]

@@ -81,6 +81,21 @@ def test_ddp_evaluation_of_a_checkpoint_equals_one_process(trained_run, tmp_path
     assert read_json(trained_run / "metrics.json")["test"] == expected
 
 
+def test_ddp_evaluation_of_target_sets_equals_one_process(tmp_path):
+    """A global time split (several targets per sample, 65 test samples: the second process repeats one): the set
+    and beyond-accuracy metrics under DDP equal one process's exactly."""
+    train(compose_run(tmp_path / "run", tmp_path / "cache", *TINY, "dataset/split=global_temporal"))
+    expected = single_process(tmp_path / "run", "test", tmp_path / "single")
+    assert read_json(tmp_path / "single" / "metrics.json")["samples"] == 65
+    assert {"precision@10", "map@10", "coverage@10", "gini@10", "novelty@10"} <= set(expected)
+    assert 0 < expected["unreachable"] < 1  # synthetic users repeat items: some targets are masked
+    run([str(BIN / "recforge-eval"), f"run_dir={tmp_path / 'run'}", DDP_EVAL], cwd=tmp_path, env=env_for(tmp_path))
+    (out,) = (tmp_path / "run" / "eval").iterdir()
+    written = read_json(out / "metrics.json")
+    assert written["processes"] == 2 and written["samples"] == 65
+    assert written["metrics"] == expected  # exact float equality, every metric
+
+
 def test_ddp_training_run_writes_once_and_its_metrics_equal_one_process(tmp_path):
     run_dir = tmp_path / "ddp"
     run([str(BIN / "recforge-train"), "trainer=ddp", *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path,

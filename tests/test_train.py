@@ -317,7 +317,8 @@ def test_recforge_eval_overrides_of_evaluation_keys_reach_the_module(tmp_path):
     s3rec = evaluate("evaluation.mask_history=s3rec")
     assert s3rec["evaluation"]["mask_history"] == "s3rec" and s3rec["metrics"]["unreachable"] == 0
     cutoffs = evaluate("evaluation.ks=[1,10]")["metrics"]  # the objective, val/ndcg@10, needs 10
-    assert set(cutoffs) == {f"{m}@{k}" for m in ("hr", "recall", "ndcg", "mrr") for k in (1, 10)} | {"unreachable"}
+    names = ("hr", "recall", "ndcg", "mrr", "precision", "map", "coverage", "avg_popularity", "novelty", "gini")
+    assert set(cutoffs) == {f"{m}@{k}" for m in names for k in (1, 10)} | {"unreachable"}
 
     before = sorted((run / "eval").iterdir())
     bad = [str(SCRIPT.with_name("recforge-eval")), f"run_dir={run}", 'overrides=["evaluation.mask_history=maybe"]']

@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recforge.errors import RecforgeError
+from recforge.models.module import NextItemModule
 from recforge.run.build import build
 from recforge.run.checkpoints import load_checkpoint
 from recforge.run.cli import user_errors
@@ -42,6 +43,10 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str], o
     quiet_lightning()  # no start-up tips and device lines (the run's callbacks are not used here)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+    if isinstance(module, NextItemModule) and module.sampled is not None:  # setup() gets no datamodule here
+        module.sampled.fit(datamodule.training_data.item_counts, {"test": (split, loader.dataset)})
+    if isinstance(module, NextItemModule):  # the beyond-accuracy metrics' catalogue and popularity (idem)
+        module.set_item_popularity(datamodule.training_data.item_counts)
     with warnings.catch_warnings():  # Lightning's advice against DDP testing: samples it repeats count once here
         warnings.filterwarnings("ignore", message="Using `DistributedSampler` with the dataloaders")
         trainer.test(module, dataloaders=loader)  # under DDP every process ends with the metrics of all samples

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from recforge.data.datamodule import EvalSamples, SequenceDataModule
 from recforge.errors import RecforgeError
-from recforge.evaluation.metrics import ranking_metrics
+from recforge.evaluation.metrics import set_ranking_metrics
 from recforge.evaluation.ranking import rank_targets
 from recforge.models.module import NextItemModule
 from recforge.run.build import build
@@ -142,7 +142,11 @@ def check_same_samples(a: LoadedRun, b: LoadedRun, split: str) -> None:
 
 
 def _samples(run: LoadedRun, split: str) -> EvalSamples:
-    return run.datamodule.val_set if split == "val" else run.datamodule.test_set
+    samples = run.datamodule.val_set if split == "val" else run.datamodule.test_set
+    if samples.target_indptr is not None:
+        raise RecforgeError(f"run {run.run_dir}: its samples have sets of targets (a global time split); "
+                            "recforge-fuse ranks one target per sample (leave-one-out or temporal_ratio runs).")
+    return samples
 
 
 @torch.no_grad()
@@ -193,7 +197,9 @@ def fuse(cfg: DictConfig, out: Path) -> dict[str, Any]:
     unreachable = {split: unreachable_fraction(a, split, batch_size) for split in ("val", "test")}
 
     def metrics(ranks: Tensor, split: str) -> dict[str, float]:
-        return {**ranking_metrics(ranks, ks), "unreachable": unreachable[split]}
+        """The ranking metrics of a training run (one target per sample: hr, recall, ndcg, mrr, precision, map);
+        no beyond-accuracy ones (the fused top lists are not kept)."""
+        return {**set_ranking_metrics(ranks.unsqueeze(1), ks), "unreachable": unreachable[split]}
 
     val_ranks = split_ranks(a, b, "val", weights, normalize, batch_size)  # (W, S_val)
     val = {w: metrics(val_ranks[i], "val") for i, w in enumerate(weights)}

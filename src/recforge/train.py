@@ -14,8 +14,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from recforge.run.build import build, build_trainer, compile_loss, item_id_map
 from recforge.run.cli import user_errors
@@ -35,21 +34,23 @@ def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, 
     validate_config(cfg)  # first: a config mistake is reported before any data is read
     out = Path(cfg.paths.output_dir)
     resume = checkpoint_to_resume(cfg, out)
-    is_main = rank_zero_only.rank == 0  # DDP workers started by Lightning write nothing
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
     if cfg.get("compile"):
         compile_loss(module)
-    if is_main and not cfg.get("resume"):
-        write_run_records(cfg, out, datamodule.stats, item_id_map(datamodule))
     history = csv_history(out, resume) if cfg.get("resume") else []
     trainer = build_trainer(cfg, identity)
+    # only global rank 0 writes: the trainer knows the rank (before it, every node's first process looks like
+    # rank 0: Lightning's rank_zero_only reads LOCAL_RANK/RANK, which a node started by hand does not set)
+    if trainer.is_global_zero and not cfg.get("resume"):
+        write_run_records(cfg, out, datamodule.stats, item_id_map(datamodule))
     log_config(trainer, cfg)
     carry_csv_history(trainer, history)
     metrics = fit_and_test(trainer, module, datamodule, resume=resume)
     if cfg.get("resume"):
         metrics["resumed_from"] = resume
     metrics["best_epoch"], metrics["val"] = tested_validation(module, metrics["best_checkpoint"])
+    metrics["evaluation"] = OmegaConf.to_container(cfg.evaluation, resolve=True)  # full or sampled ranking, mask, K
     log_final_metrics(trainer, cfg, metrics)
     if trainer.is_global_zero:
         write_json(out / "metrics.json", metrics)

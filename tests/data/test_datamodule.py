@@ -15,12 +15,15 @@ from recforge.data.datamodule import (
     TrainWindows,
     _load_cache,
 )
-from recforge.data.splits import LeaveOneOut, TemporalRatio
+from recforge.data.readers import S3RecSequences
+from recforge.data.splits import GlobalTemporal, LeaveOneOut, TemporalRatio
 from recforge.errors import RecforgeError
 
 
 class InMemoryReader:
     """Reader-protocol stand-in holding its rows (user, item, timestamp, rating) in memory."""
+
+    has_timestamps = True
 
     def __init__(self, rows: list[tuple]) -> None:
         self.rows = tuple(rows)
@@ -221,6 +224,54 @@ def test_temporal_ratio_split_through_datamodule():
     assert dm.train_set.windows.tolist() == [[1, 2, 3, 4]]
 
 
+# the hand case of tests/data/test_splits.py (GLOBAL_*) as rows: times 1..16, cuts at 8.5 and 12.25
+GLOBAL_ROWS = [
+    ("u0", "a", 1, 1.0), ("u0", "b", 3, 1.0), ("u0", "c", 9, 1.0), ("u0", "a", 13, 1.0), ("u0", "d", 14, 1.0),
+    ("u0", "d", 15, 1.0), ("u1", "d", 2, 1.0), ("u1", "e", 4, 1.0), ("u1", "f", 5, 1.0), ("u1", "g", 6, 1.0),
+    ("u2", "h", 10, 1.0), ("u2", "b", 11, 1.0), ("u2", "e", 16, 1.0), ("u3", "c", 7, 1.0), ("u3", "e", 8, 1.0),
+    ("u3", "f", 12, 1.0),
+]
+
+
+def test_global_temporal_split_through_datamodule(tmp_path):
+    # ids a=1 b=2 c=3 d=4 e=5 f=6 g=7 h=8; val samples: u0 (input a b, targets {c}), u3 (input c e, targets {f});
+    # test samples: u0 (input a b c, targets {a, d}: a repeats an input item), u2 (input h b, targets {e})
+    dm = make_dm(tmp_path, rows=GLOBAL_ROWS, split=GlobalTemporal(val=0.25, test=0.25))
+    dm.setup("fit")
+    val = dm.val_set.__getitems__([0, 1])
+    assert set(val) == {"input", "targets", "history", "index", "user"}  # no single "target"
+    assert val["targets"].tolist() == [[3], [6]] and val["user"].tolist() == [0, 3]
+    assert left_pad(val["input"], 3).tolist() == [[0, 1, 2], [0, 3, 5]]
+    test = dm.test_set.__getitems__([0, 1])
+    assert test["targets"].tolist() == [[1, 4], [5, 0]]  # right-padded with 0
+    assert left_pad(test["input"], 3).tolist() == [[1, 2, 3], [0, 8, 2]]  # the validation period is test input
+    assert test["history"].tolist() == [[1, 2, 3], [8, 2, 0]]
+    # training: u0 [a b], u1 [d e f g], u3 [c e]; windows of max_len + 1 = 4 cut from each end
+    assert dm.train_set.windows.tolist() == [[0, 0, 1, 2], [4, 5, 6, 7], [0, 0, 3, 5]]
+    assert dm.training_data.item_counts.tolist() == [0, 1, 1, 1, 1, 2, 1, 1, 0]
+    stats = {key: dm.stats[key] for key in dm.stats if key.startswith(("val_", "test_"))}
+    assert stats == {"val_samples": 2, "test_samples": 2, "val_targets": 2, "test_targets": 3,
+                     "val_cut_time": 8.5, "test_cut_time": 12.25,
+                     "val_users_without_target": 1, "val_users_without_input": 1,
+                     "test_users_without_target": 2, "test_users_without_input": 0,
+                     "val_repeated_targets": 0, "test_repeated_targets": 1}
+    # the timestamps survive the cache
+    cached = make_dm(tmp_path, rows=GLOBAL_ROWS, split=GlobalTemporal(val=0.25, test=0.25))
+    built = count_builds(cached)
+    times = cached.load_sequences().timestamps
+    assert built == [] and times.tolist() == [1, 3, 9, 13, 14, 15, 2, 4, 5, 6, 10, 11, 16, 7, 8, 12]
+
+
+def test_global_temporal_split_of_a_dataset_without_timestamps(tmp_path):
+    path = tmp_path / "Tiny.txt"
+    path.write_text("1 4 83 165\n2 83 4 7\n")
+    dm = SequenceDataModule("tiny", S3RecSequences(str(path)), GlobalTemporal(), max_len=5)
+    assert np.isnan(dm.load_sequences().timestamps).all()
+    with pytest.raises(RecforgeError) as err:
+        dm.setup("fit")
+    assert str(err.value) == f"dataset.split=global_temporal needs timestamps; dataset 'tiny' ({path}) has none."
+
+
 # ------------------------------------------------------------------------- cache
 
 
@@ -228,6 +279,7 @@ def assert_same_sequences(a, b) -> None:
     np.testing.assert_array_equal(a.items, b.items)
     np.testing.assert_array_equal(a.indptr, b.indptr)
     np.testing.assert_array_equal(a.ratings, b.ratings)
+    np.testing.assert_array_equal(a.timestamps, b.timestamps)
     assert a.user_ids.tolist() == b.user_ids.tolist()
     assert a.item_ids.tolist() == b.item_ids.tolist()
 
@@ -381,8 +433,8 @@ def test_eval_loader_covers_every_sample_once_and_sorts_by_history_with_buckets(
 def _damage_arrays(reference, change: str) -> dict:
     """The cache arrays of ``reference`` with one inconsistency (each a readable, CRC-valid npz)."""
     arrays = {"items": reference.items, "indptr": reference.indptr, "ratings": reference.ratings,
-              "user_ids": reference.user_ids.astype(str), "item_ids": reference.item_ids.astype(str),
-              "duplicates_removed": np.int64(0)}
+              "timestamps": reference.timestamps, "user_ids": reference.user_ids.astype(str),
+              "item_ids": reference.item_ids.astype(str), "duplicates_removed": np.int64(0)}
     if change == "item_out_of_range":
         arrays["items"] = np.where(reference.items == 8, 9, reference.items)  # only 8 items exist
     elif change == "item_zero":
@@ -397,11 +449,13 @@ def _damage_arrays(reference, change: str) -> dict:
         arrays["items"] = reference.items.astype(np.float64)
     elif change == "no_duplicates_count":
         del arrays["duplicates_removed"]
+    elif change == "timestamps_length":
+        arrays["timestamps"] = reference.timestamps[:-1]
     return arrays
 
 
 @pytest.mark.parametrize("change", ["item_out_of_range", "item_zero", "indptr_length", "indptr_decreasing",
-                                    "ratings_length", "float_items", "no_duplicates_count"])
+                                    "ratings_length", "float_items", "no_duplicates_count", "timestamps_length"])
 def test_inconsistent_cache_arrays_are_rebuilt_with_a_warning(tmp_path, caplog, change):
     reference = make_dm(tmp_path).load_sequences()
     path = next((tmp_path / "cache").glob("tiny-*.npz"))

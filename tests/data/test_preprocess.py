@@ -128,6 +128,12 @@ def test_to_sequences_ids_csr_ratings():
     np.testing.assert_array_equal(seqs.ratings, np.array([np.nan, 2.0, 5.0, 3.0, 1.0], dtype=np.float32))
     assert seqs.num_users == 2 and seqs.num_items == 4
     assert seqs.lengths.tolist() == [3, 2]
+    assert seqs.timestamps.dtype == np.float64 and seqs.timestamps.tolist() == [10, 20, 40, 10, 30]  # time order
+    assert seqs.has_timestamps
+    # a source whose timestamp column is only an order (S3-Rec positions): the same order, NaN times
+    order_only = to_sequences(df, timestamps=False)
+    assert order_only.items.tolist() == seqs.items.tolist()
+    assert np.isnan(order_only.timestamps).all() and not order_only.has_timestamps
 
 
 def test_to_sequences_equal_timestamps_keep_file_order():

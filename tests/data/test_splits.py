@@ -1,4 +1,4 @@
-"""Tests for recforge.data.splits: leave-one-out, temporal ratio, training windows and leakage."""
+"""Tests for recforge.data.splits: leave-one-out, temporal ratio, global temporal, training windows and leakage."""
 from __future__ import annotations
 
 from collections import Counter
@@ -6,11 +6,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from recforge.data.preprocess import Sequences
 from recforge.data.splits import (
+    GlobalTemporal,
     LeaveOneOut,
+    NoTimestamps,
     TemporalRatio,
     _ranges,
     repeated_targets,
+    target_sets,
     training_windows,
     window_new_targets,
 )
@@ -228,3 +232,88 @@ def test_repeated_targets_parity_with_loop():
     samples = np.array([[u, p] for u in range(40) for p in range(lengths[u])])
     expected = [int(items[indptr[u] + p]) in items[indptr[u]: indptr[u] + p].tolist() for u, p in samples]
     assert repeated_targets(items, indptr, samples).tolist() == expected
+
+
+# ------------------------------------------------------------------------- GlobalTemporal
+
+# 16 interactions at times 1..16 (one each); val = test = 0.25: the validation cut is the 0.5 quantile of the times,
+# 1 + 15 * 0.5 = 8.5, the test cut the 0.75 quantile, 1 + 15 * 0.75 = 12.25. Training: t <= 8; validation
+# period: 9..12; test period: 13..16. Item ids by first appearance in (user, time) order: a=1 b=2 c=3 d=4 e=5 f=6
+# g=7 h=8.
+#   u0: a@1 b@3 | c@9 | a@13 d@14 d@15  -> train [a b]; val targets {c}; test input [a b c], targets {a d}
+#                                          (d once; a repeats an input item)
+#   u1: d@2 e@4 f@5 g@6                 -> train all 4; no target after either cut: not evaluated
+#   u2: h@10 b@11 | e@16                -> no input before the validation cut: not validated; test input [h b],
+#                                          targets {e}
+#   u3: c@7 e@8 | f@12                  -> train [c e]; val targets {f}; nothing after the test cut: not tested
+GLOBAL_ITEMS = np.array([1, 2, 3, 1, 4, 4, 4, 5, 6, 7, 8, 2, 5, 3, 5, 6])
+GLOBAL_TIMES = np.array([1, 3, 9, 13, 14, 15, 2, 4, 5, 6, 10, 11, 16, 7, 8, 12], dtype=np.float64)
+GLOBAL_INDPTR = np.array([0, 6, 10, 13, 16])
+
+
+def global_sequences(times: np.ndarray = GLOBAL_TIMES) -> Sequences:
+    return Sequences(items=GLOBAL_ITEMS, indptr=GLOBAL_INDPTR, ratings=np.full(16, np.nan, dtype=np.float32),
+                     user_ids=np.array(["u0", "u1", "u2", "u3"], dtype=object),
+                     item_ids=np.array(["", *"abcdefgh"], dtype=object), timestamps=times)
+
+
+def test_global_temporal_hand_case():
+    split = GlobalTemporal(val=0.25, test=0.25)(global_sequences())
+    assert split.train_lengths.tolist() == [2, 4, 0, 2]
+    assert split.val.tolist() == [[0, 2, 3], [3, 2, 3]]  # (user, cut, end): targets items[cut:end]
+    assert split.test.tolist() == [[0, 3, 6], [2, 2, 3]]
+    assert split.stats == {"val_cut_time": 8.5, "test_cut_time": 12.25,
+                           "val_users_without_target": 1, "val_users_without_input": 1,  # u1; u2
+                           "test_users_without_target": 2, "test_users_without_input": 0}  # u1 and u3
+    # training interactions all lie before the validation cut, every target at or after its cut
+    train = np.concatenate([GLOBAL_TIMES[GLOBAL_INDPTR[u]: GLOBAL_INDPTR[u] + n]
+                            for u, n in enumerate(split.train_lengths)])
+    assert train.max() < 8.5 and len(train) == 8
+    for rows, cut in ((split.val, 8.5), (split.test, 12.25)):
+        for u, c, e in rows.tolist():
+            start = GLOBAL_INDPTR[u]
+            assert (GLOBAL_TIMES[start: start + c] < cut).all() and (GLOBAL_TIMES[start + c: start + e] >= cut).all()
+
+
+def test_global_temporal_target_sets_and_repeats():
+    split = GlobalTemporal(val=0.25, test=0.25)(global_sequences())
+    indptr, items = target_sets(GLOBAL_ITEMS, GLOBAL_INDPTR, split.test)
+    assert indptr.tolist() == [0, 2, 3] and items.tolist() == [1, 4, 5]  # u0 {a, d} (d once), u2 {e}
+    assert repeated_targets(GLOBAL_ITEMS, GLOBAL_INDPTR, split.test).tolist() == [True, False, False]  # a
+    assert repeated_targets(GLOBAL_ITEMS, GLOBAL_INDPTR, split.val).tolist() == [False, False]
+
+
+def test_global_temporal_default_quantiles_on_ten_times():
+    # times 1..10 in one user: cuts at 1 + 9 * 0.8 = 8.2 and 1 + 9 * 0.9 = 9.1: train 1..8, val {9}, test {10}
+    seqs = Sequences(items=np.arange(1, 11), indptr=np.array([0, 10]), ratings=np.full(10, np.nan, np.float32),
+                     user_ids=np.array(["u"], dtype=object), item_ids=np.array(["", *"abcdefghij"], dtype=object),
+                     timestamps=np.arange(1, 11, dtype=np.float64))
+    split = GlobalTemporal()(seqs)
+    assert split.train_lengths.tolist() == [8]
+    assert split.val.tolist() == [[0, 8, 9]] and split.test.tolist() == [[0, 9, 10]]
+    assert split.stats["val_cut_time"] == pytest.approx(8.2) and split.stats["test_cut_time"] == pytest.approx(9.1)
+
+
+def test_global_temporal_needs_timestamps():
+    with pytest.raises(NoTimestamps, match=r"^dataset\.split=global_temporal needs timestamps$"):
+        GlobalTemporal()(global_sequences(np.full(16, np.nan)))
+
+
+def test_global_temporal_cut_that_leaves_no_training_interaction():
+    # every interaction at the same time: both cuts fall on it, nothing lies before the validation cut
+    with pytest.raises(RecforgeError) as err:
+        GlobalTemporal()(global_sequences(np.full(16, 5.0)))
+    assert str(err.value) == ("dataset.split.val=0.1 + dataset.split.test=0.1 put the validation cut at time 5, not "
+                              "after the first interaction (time 5): no training interaction is left; lower them.")
+
+
+@pytest.mark.parametrize(("val", "test", "message"), [
+    (0.0, 0.1, "dataset.split.val=0.0 must be a number in (0, 1)."),
+    (0.1, 1.5, "dataset.split.test=1.5 must be a number in (0, 1)."),
+    (0.6, 0.4, "dataset.split.val=0.6 + dataset.split.test=0.4 must be < 1 (the interactions before the validation "
+               "cut are the training data)."),
+])
+def test_global_temporal_rejects_bad_quantiles(val, test, message):
+    with pytest.raises(RecforgeError) as err:
+        GlobalTemporal(val=val, test=test)
+    assert str(err.value) == message

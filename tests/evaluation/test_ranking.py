@@ -255,15 +255,18 @@ def test_accumulator_state_as_tensor_after_sync():
     # unique_ranks must handle that form: indices [0, 1, 1] with ranks [1, 2, 2] -> unique ranks [1, 2].
     acc = RankAccumulator([10])
     acc.index = torch.tensor([0, 1, 1])
+    acc.slot = torch.tensor([0, 0, 0])  # one target per sample: slot 0
     acc.ranks = torch.tensor([1, 2, 2])
     acc.unreachable = torch.tensor([0, 1, 1])
     assert acc.unique_ranks().tolist() == [1, 2]
     assert acc.unique()[1].tolist() == [0, 1]
     # a single synced sample with index 0 must still be counted (rank 1 -> HR@10 = 1, not NaN)
     acc.index = torch.tensor([0])
+    acc.slot = torch.tensor([0])
     acc.ranks = torch.tensor([1])
     acc.unreachable = torch.tensor([0])
     assert acc.unique_ranks().tolist() == [1]
+    assert acc.compute()["hr@10"] == 1.0
 
 
 @pytest.fixture

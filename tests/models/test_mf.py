@@ -65,6 +65,8 @@ def test_targets_over_all_windows_are_each_users_training_items():
     rows = [(f"u{u}", f"i{rng.integers(40)}", t, 1.0) for u in range(30) for t in range(int(rng.integers(3, 16)))]
 
     class Rows:
+        has_timestamps = True
+
         def read(self) -> pd.DataFrame:
             return pd.DataFrame(rows, columns=["user", "item", "timestamp", "rating"]).astype(
                 {"timestamp": np.int64, "rating": np.float64})

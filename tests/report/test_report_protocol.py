@@ -7,7 +7,13 @@ from pathlib import Path
 import pandas as pd
 
 from recforge.report.cli import report
-from recforge.report.protocol import counts_text, mask_text, protocol_line, protocol_lines, ranking_text
+from recforge.report.protocol import (
+    counts_text,
+    mask_text,
+    protocol_line,
+    protocol_lines,
+    ranking_text,
+)
 from tests.report.conftest import MakeRun, result
 
 LOO = "recforge.data.splits.LeaveOneOut"

@@ -44,7 +44,7 @@ def hold_out_items(seqs: Sequences, cold: np.ndarray, keep_last: int) -> Sequenc
     indptr = np.zeros_like(seqs.indptr)
     np.cumsum(np.bincount(users[keep], minlength=seqs.num_users), out=indptr[1:])
     return Sequences(items=seqs.items[keep], indptr=indptr, ratings=seqs.ratings[keep], user_ids=seqs.user_ids,
-                     item_ids=seqs.item_ids)
+                     item_ids=seqs.item_ids, timestamps=seqs.timestamps[keep])
 
 
 def cold_target_counts(items: np.ndarray, indptr: np.ndarray, samples: np.ndarray,

@@ -33,8 +33,11 @@ from recforge.data.preprocess import (
 )
 from recforge.data.splits import (
     LeaveOneOut,
+    NoTimestamps,
+    SequencesSplit,
     Split,
     repeated_targets,
+    target_sets,
     training_windows,
     window_new_targets,
 )
@@ -53,10 +56,12 @@ from recforge.rules import (
 )
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2  # 2: duplicates_removed stored with the sequences
+CACHE_VERSION = 3  # 2: duplicates_removed stored with the sequences; 3: timestamps
 
 
 class Reader(Protocol):
+    has_timestamps: bool  # the timestamp column holds times in seconds, not only an order (recforge.data.readers)
+
     def read(self) -> pd.DataFrame: ...
     def item_text(self) -> pd.DataFrame | None: ...
     def source_files(self) -> list[Path]: ...
@@ -184,11 +189,24 @@ class LengthSortedSampler(Sampler[int]):
 
 class EvalSamples(Dataset):
     """(user, target position) samples: input = the max_len items before the target, history = all of them,
-    user = the sample's user row."""
+    user = the sample's user row; batch key ``target`` (B,).
+
+    (user, cut position, end position) samples (a :class:`~recforge.data.splits.SequencesSplit`) have the
+    distinct items in [cut, end) as targets, batch key ``targets`` (B, T) right-padded with 0 (and no ``target``);
+    input and history end at the cut."""
 
     def __init__(self, items: Tensor, indptr: Tensor, samples: Tensor, max_len: int) -> None:
         self.items, self.indptr, self.max_len = items, indptr, max_len  # (n,), (U+1,)
         self.users, self.positions = samples[:, 0], samples[:, 1]  # (S,), (S,)
+        self.target_indptr: Tensor | None = None  # (S+1,) CSR of the target sets, None: one target per sample
+        if samples.shape[1] == 3:
+            sets_indptr, sets = target_sets(items.numpy(), indptr.numpy(), samples.numpy())
+            self.target_indptr, self.target_items = torch.from_numpy(sets_indptr), torch.from_numpy(sets)
+
+    @property
+    def num_targets(self) -> int:
+        """Targets over all samples (distinct per sample)."""
+        return len(self) if self.target_indptr is None else int(self.target_indptr[-1])
 
     def __len__(self) -> int:
         return self.users.shape[0]
@@ -203,8 +221,19 @@ class EvalSamples(Dataset):
         steps = torch.arange(max(int(pos.max()), 1))[None, :]  # (1, P), P = longest history in the batch
         hflat = (start[:, None] + steps).clamp(max=len(self.items) - 1)  # (B, P)
         history = torch.where(steps < pos[:, None], self.items[hflat], 0)  # (B, P) right-padded
-        return {"input": trim_left_padding(inputs), "target": target, "history": history, "index": idx,
-                "user": self.users[idx]}
+        batch = {"input": trim_left_padding(inputs), "history": history, "index": idx, "user": self.users[idx]}
+        if self.target_indptr is None:
+            return {**batch, "target": target}
+        return {**batch, "targets": self._target_sets(idx)}
+
+    def _target_sets(self, idx: Tensor) -> Tensor:
+        """(B, T) the samples' target sets, right-padded with 0 (T = the largest set in the batch)."""
+        assert self.target_indptr is not None
+        first = self.target_indptr[idx]  # (B,)
+        counts = self.target_indptr[idx + 1] - first  # (B,) >= 1
+        steps = torch.arange(int(counts.max()))[None, :]  # (1, T)
+        flat = (first[:, None] + steps).clamp(max=len(self.target_items) - 1)  # (B, T)
+        return torch.where(steps < counts[:, None], self.target_items[flat], 0)  # (B, T)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return self.__getitems__([index])
@@ -248,7 +277,7 @@ class SequenceDataModule(L.LightningDataModule):
         self,
         name: str,
         reader: Reader,
-        split: Callable[[np.ndarray], Split],
+        split: Callable[[np.ndarray], Split] | SequencesSplit,
         max_len: int = 50,
         batch_size: int = 256,
         eval_batch_size: int = 512,
@@ -332,7 +361,7 @@ class SequenceDataModule(L.LightningDataModule):
                 f"every user needs at least {max(self.user_k, 1)} and every item at least {max(self.item_k, 1)} "
                 "interactions); lower these values."
             )
-        return to_sequences(df), removed
+        return to_sequences(df, timestamps=self.reader.has_timestamps), removed
 
     def load_sequences(self) -> Sequences:
         """Build the CSR sequences once, reusing the on-disk cache when its key matches."""
@@ -371,6 +400,9 @@ class SequenceDataModule(L.LightningDataModule):
         self.training_data = TrainingData.from_sequences(seqs.items, seqs.indptr, split.train_lengths, seqs.num_items)
         self.item_counts = self.training_data.item_counts  # (N+1,)
         self.stats.update({"train_windows": int(windows.shape[0]), "val_samples": len(self.val_set), "test_samples": len(self.test_set)})
+        if split.val.shape[1] == 3:  # target sets: how many targets in all
+            self.stats.update({"val_targets": self.val_set.num_targets, "test_targets": self.test_set.num_targets})
+        self.stats.update(split.stats)  # e.g. users a global time split does not evaluate
         for stage, samples in (("val", split.val), ("test", split.test)):  # unreachable under mask_history=true
             self.stats[f"{stage}_repeated_targets"] = int(repeated_targets(seqs.items, seqs.indptr, samples).sum())
         if self.cold_fraction > 0:
@@ -399,7 +431,9 @@ class SequenceDataModule(L.LightningDataModule):
         """The configured split; a split that leaves nothing to validate or test names the dataset."""
         shape = f"{seqs.num_users} users, the longest with {int(seqs.lengths.max())} interactions"
         try:
-            split = self.split_fn(seqs.lengths)
+            split = self.split_fn(seqs) if isinstance(self.split_fn, SequencesSplit) else self.split_fn(seqs.lengths)
+        except NoTimestamps as exc:
+            raise RecforgeError(f"{exc}; dataset '{self.name}' ({self._source()}) has none.") from None
         except RecforgeError as exc:
             raise RecforgeError(f"dataset '{self.name}' ({shape}): {exc}") from None
         empty = [name for name, rows in (("validation", split.val), ("test", split.test)) if len(rows) == 0]
@@ -455,7 +489,7 @@ def _save_cache(path: Path, seqs: Sequences, duplicates_removed: int) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.stem}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, items=seqs.items, indptr=seqs.indptr, ratings=seqs.ratings,
+            np.savez(fh, items=seqs.items, indptr=seqs.indptr, ratings=seqs.ratings, timestamps=seqs.timestamps,
                      user_ids=seqs.user_ids.astype(str), item_ids=seqs.item_ids.astype(str),
                      duplicates_removed=np.int64(duplicates_removed))
         os.replace(tmp, path)
@@ -473,7 +507,8 @@ def _load_cache(path: Path) -> tuple[Sequences, int] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             seqs = Sequences(items=z["items"], indptr=z["indptr"], ratings=z["ratings"],
-                             user_ids=z["user_ids"].astype(object), item_ids=z["item_ids"].astype(object))
+                             user_ids=z["user_ids"].astype(object), item_ids=z["item_ids"].astype(object),
+                             timestamps=z["timestamps"])
             removed = z["duplicates_removed"]
         problem = _cache_problem(seqs, removed)
         if problem is not None:
@@ -497,6 +532,8 @@ def _cache_problem(seqs: Sequences, removed: np.ndarray) -> str | None:
         return "indptr is not non-decreasing"
     if len(seqs.ratings) != len(seqs.items) or len(seqs.item_ids) < 1 or seqs.item_ids[0] != "":
         return "ratings or item ids do not match the items"
+    if seqs.timestamps is None or seqs.timestamps.shape != seqs.items.shape or seqs.timestamps.dtype != np.float64:
+        return "timestamps do not match the items"
     if len(seqs.items) and (seqs.items.min() < 1 or seqs.items.max() > seqs.num_items):
         return f"item ids outside 1..{seqs.num_items}"
     return None

@@ -78,13 +78,27 @@ def _grouped_order(users: np.ndarray, stamps: np.ndarray, num_users: int) -> np.
 
 @dataclass
 class Sequences:
-    """All users' time-ordered item sequences in CSR form; item ids are contiguous from 1 (0 = padding)."""
+    """All users' time-ordered item sequences in CSR form; item ids are contiguous from 1 (0 = padding).
+
+    ``timestamps`` are the interactions' times in seconds, NaN where the source gives only an order (S3-Rec
+    sequence files, a table without a time column); None when built means none known (all NaN).
+    """
 
     items: np.ndarray  # (n_interactions,) int64
     indptr: np.ndarray  # (n_users + 1,) int64
     ratings: np.ndarray  # (n_interactions,) float32, NaN where unknown
     user_ids: np.ndarray  # (n_users,) raw user id of each row
     item_ids: np.ndarray  # (n_items + 1,) raw item id of each internal id; entry 0 is "" (padding)
+    timestamps: np.ndarray | None = None  # (n_interactions,) float64 seconds, NaN where unknown
+
+    def __post_init__(self) -> None:
+        if self.timestamps is None:
+            self.timestamps = np.full(len(self.items), np.nan)
+
+    @property
+    def has_timestamps(self) -> bool:
+        """Whether every interaction has a time (a global time split needs them)."""
+        return bool(len(self.items)) and not np.isnan(self.timestamps).any()
 
     @property
     def num_users(self) -> int:
@@ -99,8 +113,11 @@ class Sequences:
         return np.diff(self.indptr)
 
 
-def to_sequences(df: pd.DataFrame) -> Sequences:
-    """Remap raw ids to contiguous integers (items from 1, in order of first appearance) and build CSR."""
+def to_sequences(df: pd.DataFrame, timestamps: bool = True) -> Sequences:
+    """Remap raw ids to contiguous integers (items from 1, in order of first appearance) and build CSR.
+
+    ``timestamps``: whether the ``timestamp`` column holds times in seconds (kept as ``Sequences.timestamps``)
+    rather than only an order (positions, row numbers: the timestamps are then NaN)."""
     order, user_codes, user_uniques = _time_order(df)  # rows grouped by user in sorted raw-id order
     item_codes, item_uniques = _codes_by_first_appearance(df["item"], order)
     counts = np.bincount(user_codes, minlength=len(user_uniques))
@@ -113,6 +130,7 @@ def to_sequences(df: pd.DataFrame) -> Sequences:
         ratings=df["rating"].to_numpy(dtype=np.float32, na_value=np.nan)[order],
         user_ids=np.asarray(user_uniques, dtype=object),
         item_ids=item_ids,
+        timestamps=df["timestamp"].to_numpy(dtype=np.float64)[order] if timestamps else None,
     )
 
 

@@ -41,6 +41,8 @@ def lengths_ordered(args: Arguments) -> str | None:
 class SyntheticSequences:
     """Reader-compatible generator: ``read()`` gives interactions, ``item_text()`` the item texts."""
 
+    has_timestamps = True  # every user's t-th interaction is t hours after a common start
+
     # recforge.rules: checked in the config and here
     argument_rules = rule_table(
         num_users=int_at_least(1), num_items=int_at_least(1), min_length=int_at_least(1), max_length=int_at_least(1),

@@ -20,7 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from recforge.errors import RecforgeError
-from recforge.rules import Expect, check_arguments, int_at_least, number_at_least, rule_table
+from recforge.rules import (
+    Expect,
+    check_arguments,
+    int_at_least,
+    number_at_least,
+    rule_table,
+)
 
 if TYPE_CHECKING:
     from recforge.models.text_cache import EmbeddingCache

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,11 +14,17 @@ from recforge.errors import TrainingDiverged
 from recforge.evaluation.ranking import (
     HistoryMask,
     RankAccumulator,
+    RunningTop,
     chunked_target_ranks,
+    history_contains,
     history_fill,
+    masked_scores,
     rank_targets,
+    ranks_in,
     repeated_targets,
+    top_items,
 )
+from recforge.evaluation.sampled import CANDIDATES_DIR, SampledRanking, sampled_ranks
 from recforge.models.decoders import Decoder, score_columns
 from recforge.models.embedders import HybridEmbedding, text_neighbour_rows
 from recforge.models.encoders.base import FitsData, SequenceEncoder
@@ -59,6 +66,10 @@ class WithoutItems:
         """Scores of chosen items (M, K); a sampled loss's sampler never draws excluded ids."""
         return self.decoder.score_items(hidden, items)
 
+    def score_shared(self, hidden: Tensor, items: Tensor) -> Tensor:
+        """Scores of shared items (M, K); a shared sampler never draws excluded ids."""
+        return self.decoder.score_shared(hidden, items)
+
 
 class NextItemModule(TaskModule):
     """Loss at every position of each training window; full ranking for validation and test.
@@ -69,6 +80,15 @@ class NextItemModule(TaskModule):
 
     ``item_chunk_size``: None scores all items of an evaluation batch at once (memory O(B x N)); an integer
     ranks targets over that many item columns at a time (memory O(B x chunk)) with the same ranks.
+
+    A sample has one target (batch key ``target``) or a set (``targets`` (B, T), 0 = padding: a global time
+    split); every target is ranked among all items and the set metrics follow (precision, recall, ndcg, map, hr,
+    mrr @k; one target: the usual ones). Full ranking also keeps each sample's top max(ks) items after the mask,
+    for coverage, avg_popularity, novelty and gini @k of every run.
+
+    ``sampled`` (``evaluation.sampled``, recforge.evaluation.sampled.SampledRanking): each target is ranked among
+    itself and N negatives drawn once per sample (never the user's items) instead of all items; only to reproduce
+    papers that report sampled metrics. ``item_chunk_size`` is then unused.
 
     Cold-start split (the datamodule's ``cold_items`` mask, ``dataset.cold_items`` > 0): cold items are excluded
     from the training loss (logits at -inf, never drawn as negatives), and validation and test also log every
@@ -90,16 +110,24 @@ class NextItemModule(TaskModule):
         mask_history: HistoryMask = True,
         item_chunk_size: int | None = None,
         cold_id_neighbours: int = 0,
+        sampled: SampledRanking | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler)
         self.encoder, self.decoder, self.loss = encoder, decoder, loss
         self.mask_history, self.item_chunk_size = mask_history, item_chunk_size
         self.history_fill = history_fill(mask_history)  # -inf, 0.0 (S3-Rec's rule) or None (no mask)
         self.cold_id_neighbours = cold_id_neighbours
+        # evaluation.sampled (recforge.evaluation.sampled): rank among N drawn negatives; None (or negatives None):
+        # full ranking. Not an nn.Module: nothing of it is in the state dict (checkpoints are unchanged).
+        self.sampled = sampled if sampled is not None and sampled.negatives is not None else None
+        # each accumulator also keeps every sample's top max(ks) list (beyond-accuracy metrics, once it knows the
+        # training popularity: set_item_popularity)
+        self.top_k = max(ks)
         self.val_ranks, self.test_ranks = RankAccumulator(list(ks)), RankAccumulator(list(ks))
         # per target slice (cold-start split): one accumulator each, fed with that slice of every batch
         self.val_slices = nn.ModuleDict({name: RankAccumulator(list(ks)) for name in SLICES})
         self.test_slices = nn.ModuleDict({name: RankAccumulator(list(ks)) for name in SLICES})
+        self._batch_top: Tensor | None = None  # (B, K) the top lists the last full ranking produced
         self.cold_items: Tensor | None = None  # (N+1,) bool, set by setup() when the data has cold items
         self._loss_sum, self._loss_count = torch.zeros(()), torch.zeros((), dtype=torch.long)  # this epoch's
 
@@ -116,10 +144,20 @@ class NextItemModule(TaskModule):
         for part in self.modules():
             if isinstance(part, FitsData):
                 part.fit_data(datamodule.training_data)
+        self.set_item_popularity(datamodule.training_data.item_counts)
         cold = getattr(datamodule, "cold_items", None)
         self.cold_items = cold if cold is not None and bool(cold.any()) else None
         if self.cold_items is not None and isinstance(self.loss, NextItemLoss):
             self.loss.exclude_items(self.cold_items)
+        if self.sampled is not None:  # popularity weights from the training counts; the samples of each stage
+            self.sampled.fit(datamodule.training_data.item_counts,
+                             {"val": ("val", datamodule.val_set), "test": ("test", datamodule.test_set)})
+
+    def set_item_popularity(self, item_counts: Tensor) -> None:
+        """Training interactions per item id (N+1,): the catalogue and popularity of the beyond-accuracy metrics
+        (coverage, gini, avg_popularity, novelty); without it they are not computed."""
+        for acc in (self.val_ranks, self.test_ranks, *self.val_slices.values(), *self.test_slices.values()):
+            acc.num_items, acc.item_counts = len(item_counts) - 1, item_counts
 
     # ---- training -------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -179,30 +217,60 @@ class NextItemModule(TaskModule):
         return self.decoder(self.hidden_state(recent, users)).float()
 
     def _rank(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.sampled is not None:  # the target among N sampled negatives (item_chunk_size is not needed)
+            return self._rank_sampled(batch)
         history = batch["history"] if self.history_fill is not None else None
         users = batch.get("user")
+        targets = batch["targets"] if "targets" in batch else batch["target"]  # (B, T) target sets, or (B,)
         if self.item_chunk_size is not None:
-            return self._rank_chunked(batch["input"], batch["target"], history, self.item_chunk_size, users)
+            return self._rank_chunked(batch["input"], targets, history, self.item_chunk_size, users)
         scores = self.score(batch["input"], users)  # (B, N+1)
         self._check_scores(has_nan(scores))
-        return rank_targets(scores, batch["target"], history, self._fill)  # (B,)
+        masked = masked_scores(scores, history, self._fill)  # (B, N+1) as ranked
+        self._batch_top = top_items(masked, self.top_k)  # (B, K): the recommendation lists
+        if targets.dim() == 2:
+            return ranks_in(masked, targets)  # (B, T), 0 = padding
+        return rank_targets(scores, targets, history, self._fill)  # (B,)
+
+    def _rank_sampled(self, batch: dict[str, Tensor]) -> Tensor:
+        """Ranks of the targets among themselves and their N sampled negatives (``evaluation.sampled``), scored by
+        the decoder's ``score_items`` (no full scoring). Negatives are never the user's items, so the history mask
+        concerns only a target that repeats one (masked as in full ranking: unreachable under ``true``). (B,)."""
+        assert self.sampled is not None
+        stage = "test" if self.trainer.testing else "val"
+        directory = Path(self.trainer.default_root_dir) / CANDIDATES_DIR if self.trainer.is_global_zero else None
+        negatives = self.sampled.negatives_for(stage, batch["index"], directory)  # (B, N), same on every process
+        candidates = torch.cat([batch["target"].unsqueeze(1), negatives.to(batch["target"].device)], dim=1)  # (B, 1+N)
+        hidden = self.hidden_state(batch["input"], batch.get("user"))  # (B, H)
+        scores = self.decoder.score_items(hidden, candidates).float()  # (B, 1+N)
+        self._check_scores(has_nan(scores))
+        masked = repeated_targets(batch["history"], batch["target"]) if self.history_fill is not None else None
+        return sampled_ranks(scores, masked, self._fill)  # (B,)
 
     @property
     def _fill(self) -> float:
         return float("-inf") if self.history_fill is None else self.history_fill
 
     def unreachable_targets(self, batch: dict[str, Tensor]) -> Tensor:
-        """(B,) bool: targets the history mask puts at -inf (a repeated item under ``mask_history=True``)."""
+        """(B,) bool, or (B, T) for target sets: targets the history mask puts at -inf (a repeated item under
+        ``mask_history=True``)."""
+        targets = batch["targets"] if "targets" in batch else batch["target"]  # (B, T) or (B,)
         if self.history_fill != float("-inf") or "history" not in batch:
-            return torch.zeros_like(batch["target"], dtype=torch.bool)
-        return repeated_targets(batch["history"], batch["target"])
+            return torch.zeros_like(targets, dtype=torch.bool)
+        if targets.dim() == 2:
+            return history_contains(batch["history"], targets)
+        return repeated_targets(batch["history"], targets)
 
     def _rank_chunked(self, recent: Tensor, targets: Tensor, history: Tensor | None, chunk: int,
                       users: Tensor | None = None) -> Tensor:
-        """Ranks of ``targets`` scoring ``chunk`` item columns at a time; the target's score is computed once."""
+        """Ranks of ``targets`` (B,) or target sets (B, T) scoring ``chunk`` item columns at a time; the targets'
+        scores are computed once, the top lists kept over the chunks (the same as full ranking's)."""
         hidden = self.hidden_state(recent, users)  # (B, H)
-        target_scores = self.decoder.score_items(hidden, targets.unsqueeze(1))[:, 0]  # (B,)
+        sets = targets.unsqueeze(1) if targets.dim() == 1 else targets  # (B, T)
+        target_scores = self.decoder.score_items(hidden, sets)  # (B, T)
+        target_scores = target_scores[:, 0] if targets.dim() == 1 else target_scores
         nan_chunks: list[Tensor] = []
+        top = RunningTop(self.top_k)
 
         def columns(start: int, end: int) -> Tensor:
             scores = score_columns(self.decoder, hidden, start, end)  # (B, end - start)
@@ -210,9 +278,10 @@ class NextItemModule(TaskModule):
             return scores
 
         ranks = chunked_target_ranks(columns, target_scores, targets, history, self.decoder.num_items + 1, chunk,
-                                     self._fill)
+                                     self._fill, on_chunk=top.add)
         self._check_scores(torch.stack(nan_chunks).any())
-        return ranks  # (B,)
+        self._batch_top = top.ids  # (B, K)
+        return ranks  # (B,) or (B, T)
 
     def _check_scores(self, has_nan: Tensor) -> None:
         if has_nan:  # one host sync per evaluation batch, next to a full ranking
@@ -227,14 +296,18 @@ class NextItemModule(TaskModule):
         self._update(batch, self.test_ranks, self.test_slices)
 
     def _update(self, batch: dict[str, Tensor], ranks_acc: RankAccumulator, slices: nn.ModuleDict) -> None:
-        """Ranks of the batch into the overall accumulator and, with cold items, into the warm/cold ones."""
-        ranks = self._rank(batch)  # (B,)
-        unreachable = self.unreachable_targets(batch)  # (B,)
-        ranks_acc.update(batch["index"], ranks, unreachable)
-        if self.cold_items is not None:
+        """Ranks of the batch (and the top lists of full ranking) into the overall accumulator and, with cold
+        items, into the warm/cold ones."""
+        self._batch_top = None
+        ranks = self._rank(batch)  # (B,) or (B, T) for target sets
+        unreachable = self.unreachable_targets(batch)  # like ranks
+        top = self._batch_top  # (B, K), None when the ranking gave no lists (sampled ranking)
+        ranks_acc.update(batch["index"], ranks, unreachable, top)
+        if self.cold_items is not None:  # leave-one-out only: one target per sample
             cold = self.cold_items.to(ranks.device)[batch["target"]]  # (B,) bool
             for name, rows in target_slices(cold).items():
-                slices[name].update(batch["index"][rows], ranks[rows], unreachable[rows])
+                slices[name].update(batch["index"][rows], ranks[rows], unreachable[rows],
+                                    None if top is None else top[rows])
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._log_ranks("val", self.val_ranks, self.val_slices)

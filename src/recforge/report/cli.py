@@ -26,7 +26,7 @@ from recforge.report.protocol import protocol_lines
 from recforge.run.cli import user_errors
 
 KS = ("10", "20")
-FIRST = ("hr", "ndcg")
+FIRST = ("hr", "ndcg", "mrr", "recall", "precision", "map")  # ranking metrics first; beyond-accuracy ones after
 
 
 def split_list(text: str) -> list[str]:
@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def default_metrics(runs: pd.DataFrame) -> list[str]:
-    """test/hr@10, test/ndcg@10, the other test metrics at @10, then the same at @20 (those present)."""
+    """test/hr@10, test/ndcg@10, mrr, recall, precision, map, the other test metrics (coverage, gini, ...) at @10,
+    then the same at @20 (those present)."""
     present = [c for c in metric_columns(runs) if c.startswith("test/") and runs[c].notna().any()]
 
     def order(col: str) -> tuple[int, int, str]:

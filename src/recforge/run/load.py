@@ -59,8 +59,30 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
                 f"are already resolved and the override would change nothing; override them directly (e.g. "
                 f"task.mask_history) instead.")
         cfg = resolved
+    add_new_keys(cfg)
     cfg.merge_with_dotlist([*SINGLE_PROCESS, *overrides])
     return cfg  # type: ignore[return-value]
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def add_new_keys(cfg: DictConfig) -> None:
+    """Keys of ``evaluation`` and of the next-item task that recforge gained after the run was recorded, added in
+    place with today's defaults, which keep the run's behaviour (``evaluation.sampled.negatives: null`` is full
+    ranking), so an override of them (``evaluation.sampled.negatives=100``) reaches an older run's model."""
+    defaults = OmegaConf.load(CONF / "train.yaml")
+    task = OmegaConf.load(CONF / "task" / "next_item.yaml")
+    if isinstance(cfg.get("evaluation"), DictConfig):
+        _add_missing(cfg.evaluation, defaults.evaluation)
+    if isinstance(cfg.get("task"), DictConfig) and cfg.task.get("_target_") == task._target_:
+        _add_missing(cfg.task, task)
+
+
+def _add_missing(node: DictConfig, defaults: DictConfig) -> None:
+    for key, value in OmegaConf.to_container(defaults, resolve=False).items():  # type: ignore[union-attr]
+        if key not in node:
+            node[key] = value  # interpolations stay unresolved: ${evaluation.sampled.negatives} follows overrides
 
 
 def pin_resolver_values(cfg: DictConfig, resolved: DictConfig) -> None:

@@ -42,8 +42,9 @@ from omegaconf.errors import OmegaConfBaseException
 from torch.nn import HuberLoss
 from torch.optim import Optimizer
 
+from recforge.data.splits import SequencesSplit
 from recforge.errors import RecforgeError
-from recforge.evaluation.metrics import METRICS
+from recforge.evaluation.metrics import SET_METRICS
 from recforge.models.encoders.itemknn import ItemKNNScores, MultiHot
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 from recforge.rules import (
@@ -165,6 +166,21 @@ def _leaf_keys(node: dict[str, Any], path: str = "") -> list[str]:
         full = f"{path}.{key}" if path else str(key)
         keys += _leaf_keys(child, full) if isinstance(child, dict) else [full]
     return keys
+
+
+# keys whose value is the name of an entry of a table in the config (an interpolation reads that entry): checked
+# before interpolations are resolved, so a misspelt name is reported by the key the user sets
+NAMED_ENTRIES: tuple[tuple[str, str], ...] = (("evaluation.sampled.sampler", "evaluation.samplers"),)
+
+
+def unknown_names(cfg: DictConfig) -> list[str]:
+    """Every key of ``NAMED_ENTRIES`` that is set names an entry of its table."""
+    problems = []
+    for key, table in NAMED_ENTRIES:
+        value, names = OmegaConf.select(cfg, key, default=None), OmegaConf.select(cfg, table, default=None)
+        if value is not None and isinstance(names, DictConfig) and (not isinstance(value, str) or value not in names):
+            problems.append(one_of(*map(str, names)).problem(key, value) + f" (the names in {table})")
+    return problems
 
 
 def unresolvable(cfg: DictConfig) -> list[str]:
@@ -306,7 +322,8 @@ def objective_is_computed(cfg: DictConfig) -> str | None:
     ks, objective = valid(cfg, "evaluation.ks"), valid(cfg, "objective")
     if ks is ABSENT or objective is ABSENT:
         return None
-    names = sorted({f"val/{metric}@{k}" for metric in METRICS for k in ks})
+    # the ranking metrics of every evaluation (beyond-accuracy ones need full ranking: no objective)
+    names = sorted({f"val/{metric}@{k}" for metric in SET_METRICS for k in ks})
     metrics = target_class(OmegaConf.select(cfg, "task.metrics._target_"))
     if metrics is not None:  # intent and value tasks: their metrics object names its metrics
         names = [f"val/{name}" for name in metrics.names]
@@ -427,9 +444,21 @@ def _unknown_argument(full_key: str, target: str, key: str, accepted: list[str])
 
 
 CrossCheck = Callable[[DictConfig], str | None | list[str]]
+def sampled_needs_one_target(cfg: DictConfig) -> str | None:
+    """Sampled ranking ranks one target per sample; a split whose samples have sets of targets needs full ranking."""
+    negatives = OmegaConf.select(cfg, "evaluation.sampled.negatives", default=None)
+    split = target_class(OmegaConf.select(cfg, "dataset.split._target_", default=None))
+    if negatives is None or split is None or not issubclass(split, SequencesSplit):
+        return None
+    return (f"evaluation.sampled.negatives={negatives} ranks one target per sample, but dataset/split "
+            f"({split.__name__}) gives each sample a set of targets; use full ranking "
+            "(evaluation.sampled.negatives=null)")
+
+
 CROSS_CHECKS: tuple[CrossCheck, ...] = (
     heads_divide_hidden, encoder_window_covers_data, cold_items_unsmoothed, objective_is_computed,
-    task_matches_data, entries_have_targets, parts_paired, users_need_next_item_task, unknown_arguments,
+    task_matches_data, entries_have_targets, parts_paired, users_need_next_item_task, sampled_needs_one_target,
+    unknown_arguments,
 )
 
 
@@ -447,8 +476,9 @@ def config_problems(cfg: DictConfig) -> list[str]:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise one RecforgeError listing every problem of the composed train config: unresolvable interpolations
-    first, then required values never set (``???``), then the rules and cross-part checks."""
-    _raise(unresolvable(cfg))
+    first (a name that is no entry of its table, e.g. evaluation.sampled.sampler, before them), then required values
+    never set (``???``), then the rules and cross-part checks."""
+    _raise(unknown_names(cfg) or unresolvable(cfg))
     check_required(cfg)
     _raise(config_problems(cfg))
 

@@ -7,7 +7,9 @@ constructor takes only plain values.  Each offers:
   ``timestamp`` (int64) and ``rating`` (float64, NaN when the source has none),
   rows in file order, nothing filtered or deduplicated;
 * ``item_text()`` -> DataFrame with ``item``, ``text`` and raw extra fields, or None;
-* ``source_files()`` -> the files read, for the caller's cache key.
+* ``source_files()`` -> the files read, for the caller's cache key;
+* ``has_timestamps`` -> whether ``timestamp`` holds times in seconds (MovieLens, a table with ``time_col``) or
+  only an order (S3-Rec positions, a table's row numbers); a global time split needs times.
 
 Every problem a user can cause (missing folder or file, malformed line,
 non-numeric id, wrong delimiter, missing column, empty file, broken JSON) is

@@ -101,6 +101,7 @@ class _GroupLens:
 
     DATASET: str
     FILES: list[str]
+    has_timestamps = True  # the timestamp column holds epoch seconds
     argument_rules = rule_table(download=BOOLEAN)  # recforge.rules: checked in the config and here
 
     def __init__(self, path: str, download: bool = False) -> None:

@@ -27,6 +27,8 @@ class S3RecSequences:
     :meth:`read` validates it, so a broken file fails before training rather than at export.
     """
 
+    has_timestamps = False  # the timestamp column is only each item's position in its line
+
     def __init__(self, path: str, attributes_path: str | None = None) -> None:
         self.path = Path(path).expanduser()
         self.attributes_path = Path(attributes_path).expanduser() if attributes_path else None

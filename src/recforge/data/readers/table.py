@@ -75,6 +75,11 @@ class InteractionTable:
         self.item_text_cols = list(item_text_cols) if item_text_cols is not None else None
         self.encoding = encoding
 
+    @property
+    def has_timestamps(self) -> bool:
+        """Whether the timestamp column holds times (``time_col`` set) rather than the row order."""
+        return self.time_col is not None
+
     def read(self) -> pd.DataFrame:
         """All interactions in file order (and the item text table checked, when one is configured)."""
         path = _check_file(self.path, self.path.stem)
