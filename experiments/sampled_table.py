@@ -95,7 +95,8 @@ if __name__ == "__main__":
     parser.add_argument("--write", action="store_true", help="write the table into results/sampled.md")
     args = parser.parse_args()
     for run in sorted(p for p in args.runs.iterdir() if (p / "metrics.json").is_file()):
-        print(f"recorded {record(run)}", file=sys.stderr)
+        if not (RECORDS / f"{run.name}.json").is_file():  # a recorded run is not evaluated again
+            print(f"recorded {record(run)}", file=sys.stderr)
     records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*.json"))]
     text = table(records) + "\n\n" + "\n".join(changes(records))
     print(text)

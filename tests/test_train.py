@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -287,6 +288,27 @@ def test_recforge_eval_reproduces_the_runs_test_metrics(tmp_path):
     missing = [str(SCRIPT.with_name("recforge-eval")), f"run_dir={run}", "checkpoint=nope.ckpt"]
     proc = subprocess.run(missing, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "nope.ckpt" in proc.stderr and "Traceback" not in proc.stderr
+    shutil.rmtree(run / "checkpoints")  # a trained model without its checkpoints is not silently refitted
+    proc = subprocess.run(evaluate[:2], cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "checkpoint=best: no checkpoint file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_recforge_eval_of_a_model_without_training_refits_it_from_the_data(tmp_path):
+    """A popularity run has no checkpoint: recforge-eval fits it from the training data again and gives exactly the
+    run's test metrics; with sampled negatives the numbers change (issue 19, part 3 re-tests Popularity)."""
+    run = tmp_path / "run"
+    cmd = [str(SCRIPT), "encoder=popularity", *TINY, f"hydra.run.dir={run}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+    expected = read_json(run / "metrics.json")["test"]
+    for overrides in ("[]", '["evaluation.sampled.negatives=20"]'):
+        args = [str(SCRIPT.with_name("recforge-eval")), f"run_dir={run}", f"overrides={overrides}"]
+        proc = subprocess.run(args, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    full, sampled = (read_json(out / "metrics.json") for out in sorted((run / "eval").iterdir()))
+    assert full["metrics"] == expected and full["checkpoint"] is None
+    assert sampled["metrics"]["hr@10"] > expected["hr@10"]  # 20 negatives instead of all 58 items
 
 
 def test_recforge_eval_overrides_of_evaluation_keys_reach_the_module(tmp_path):

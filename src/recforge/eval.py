@@ -33,26 +33,31 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str], o
         raise RecforgeError(f"split={split} must be 'val' or 'test'.")
     cfg = load_run_config(run_dir, overrides)
     validate_config(cfg)  # a bad override value is named in one line, before any data is read
-    ckpt = find_checkpoint(run_dir, checkpoint)
-    state = load_checkpoint(ckpt)["state_dict"]  # a damaged file fails here, before any data is read
+    # a model with nothing to train (popularity, ItemKNN) has no checkpoint: it is fitted from the training data
+    untrained = checkpoint in ("best", "last") and not any((run_dir / "checkpoints").glob("*.ckpt"))
+    ckpt = None if untrained else find_checkpoint(run_dir, checkpoint)
+    state = load_checkpoint(ckpt)["state_dict"] if ckpt else None  # a damaged file fails here, before the data
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
-    load_weights(module, state, ckpt, run_dir)
+    if ckpt is None and module.trainable:
+        find_checkpoint(run_dir, checkpoint)  # a trained model's missing checkpoint: its one-line error
+    if ckpt is not None and state is not None:
+        load_weights(module, state, ckpt, run_dir)
     with open_dict(cfg):
         cfg.trainer.default_root_dir = str(out)
     quiet_lightning()  # no start-up tips and device lines (the run's callbacks are not used here)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
-    if isinstance(module, NextItemModule) and module.sampled is not None:  # setup() gets no datamodule here
-        module.sampled.fit(datamodule.training_data.item_counts, {"test": (split, loader.dataset)})
-    if isinstance(module, NextItemModule):  # the beyond-accuracy metrics' catalogue and popularity (idem)
-        module.set_item_popularity(datamodule.training_data.item_counts)
+    if isinstance(module, NextItemModule):  # setup() gets no datamodule here: data-fitted parts (popularity counts,
+        module.fit_parts(datamodule)  # ItemKNN), the beyond-accuracy metrics' popularity, cold items
+        if module.sampled is not None:  # the evaluated split is the "test" stage of trainer.test
+            module.sampled.fit(datamodule.training_data.item_counts, {"test": (split, loader.dataset)})
     with warnings.catch_warnings():  # Lightning's advice against DDP testing: samples it repeats count once here
         warnings.filterwarnings("ignore", message="Using `DistributedSampler` with the dataloaders")
         trainer.test(module, dataloaders=loader)  # under DDP every process ends with the metrics of all samples
     metrics = module.test_metrics
     if trainer.is_global_zero:
-        write_json(out / "metrics.json", {"split": split, "checkpoint": str(ckpt), "metrics": metrics,
+        write_json(out / "metrics.json", {"split": split, "checkpoint": str(ckpt) if ckpt else None, "metrics": metrics,
                                           "samples": module.evaluated_samples["test"], "overrides": overrides,
                                           "evaluation": OmegaConf.to_container(cfg.evaluation, resolve=True),
                                           "processes": trainer.world_size, "run_info": run_info(cfg.paths.root_dir)})
