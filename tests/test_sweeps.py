@@ -518,6 +518,12 @@ def test_optuna_search_with_another_sampler_composes(sampler):
     assert cfg.hydra.sweeper.sampler._target_ == expected
 
 
+def test_a_nested_group_override_names_one_trial_directory() -> None:
+    # dataset/split=... in a trial's overrides must not make the trial directory two directories deep
+    assert short_dirname("dataset/split=global_temporal,seed=1") == "dataset.split=global_temporal,seed=1"
+    assert "/" not in short_dirname("loss/sampler=popularity," + "x" * 200)
+
+
 def test_multirun_with_long_overrides_still_runs(tmp_path):
     # the trial directory name is the trial's overrides; past 255 bytes (easy with Optuna's 17-digit floats)
     # mkdir would fail, so long names are cut to 120 characters with a hash of the whole (short_dirname)

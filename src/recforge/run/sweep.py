@@ -111,8 +111,10 @@ def link_latest(sweep_dir: Path) -> None:
 
 
 def short_dirname(name: str, limit: int = 120) -> str:
-    """A trial directory name from its overrides, cut to ``limit`` characters with a hash of the whole
-    (file systems refuse names over 255 bytes; Optuna's floats make long ones)."""
+    """A trial directory name from its overrides, one path component: a nested group's ``/`` becomes ``.``
+    (``dataset/split=global_temporal`` -> ``dataset.split=global_temporal``), and the name is cut to ``limit``
+    characters with a hash of the whole (file systems refuse names over 255 bytes; Optuna's floats make long ones)."""
+    name = name.replace("/", ".")
     if len(name) <= limit:
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:10]
