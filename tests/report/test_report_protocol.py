@@ -38,6 +38,13 @@ def test_each_masking_rule_and_sampled_ranking_is_named() -> None:
     assert ranking_text(sampled) == "sampled ranking: the target among 100 PopularityCandidates negatives"
 
 
+def test_counts_of_target_sets_and_users_left_out() -> None:
+    row = {"stats/test_samples": 90, "stats/test_targets": 400, "stats/test_users_without_target": 777,
+           "stats/test_users_without_input": 76, "test/unreachable": 0.05}
+    assert counts_text(row) == ("90 test samples with 400 targets, 777 users without target not evaluated, 76 users "
+                                "without input not evaluated, 20 unreachable targets (5.00 %)")  # 5 % of 400
+
+
 def test_counts_without_statistics_say_so() -> None:
     assert counts_text({}) == "test sample count not recorded"
     assert counts_text({"stats/test_samples": 10}) == "10 test samples"  # no unreachable fraction logged

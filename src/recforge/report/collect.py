@@ -16,7 +16,8 @@ MODEL_NAMES = {"ConstantEncoder": "Popularity"}  # encoder class -> name shown i
 RUN_FIELDS = ("best_epoch", "epochs", "fit_seconds", "test_seconds")
 STAGES = ("test", "val")
 # dataset statistics from metrics.json kept as ``stats/<name>`` columns (the protocol line reads them)
-STATS = ("val_samples", "test_samples", "val_repeated_targets", "test_repeated_targets")
+STATS = ("val_samples", "test_samples", "val_repeated_targets", "test_repeated_targets", "val_targets", "test_targets",
+         "val_users_without_target", "test_users_without_target", "val_users_without_input", "test_users_without_input")
 
 
 def find_runs(path: str | Path) -> tuple[list[Path], list[Path]]:

@@ -58,15 +58,22 @@ def ks_text(row: Mapping[str, Any]) -> str:
 
 
 def counts_text(row: Mapping[str, Any], stage: str = "test") -> str:
-    """'22,363 test samples, 0 unreachable targets' from the run's dataset statistics and unreachable fraction."""
+    """'22,363 test samples, 0 unreachable targets' from the run's dataset statistics and unreachable fraction (a
+    fraction of the targets: with target sets, of ``<stage>_targets``); a split that leaves users out says how
+    many."""
     samples = row.get(f"stats/{stage}_samples")
     if not _present(samples):
         return f"{stage} sample count not recorded"
-    samples = int(samples)
-    fraction = row.get(f"{stage}/unreachable")
+    samples, targets = int(samples), row.get(f"stats/{stage}_targets")
     text = f"{samples:,} {stage} samples"
+    if _present(targets):
+        text += f" with {int(targets):,} targets"
+    left_out = [(row.get(f"stats/{stage}_users_without_{what}"), what) for what in ("target", "input")]
+    text += "".join(f", {int(n):,} users without {what} not evaluated" for n, what in left_out if _present(n) and n)
+    fraction = row.get(f"{stage}/unreachable")
     if _present(fraction):
-        text += f", {round(float(fraction) * samples):,} unreachable targets ({100 * float(fraction):.2f} %)"
+        total = int(targets) if _present(targets) else samples
+        text += f", {round(float(fraction) * total):,} unreachable targets ({100 * float(fraction):.2f} %)"
     return text
 
 
