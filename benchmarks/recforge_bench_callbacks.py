@@ -21,16 +21,13 @@ import lightning as L
 import torch
 
 from recforge.evaluation.metrics import ranking_metrics
-from recforge.evaluation.ranking import rank_targets
 
 
 def test_metrics(module: Any, loader: Any) -> dict[str, float]:
     """Full-ranking test metrics of the module's current weights (as its ``test_step`` computes them)."""
     ranks, unreachable = [], []
     for batch in loader:
-        history = batch["history"] if module.history_fill is not None else None
-        scores = module.score(batch["input"])  # (B, N+1)
-        ranks.append(rank_targets(scores, batch["target"], history, module._fill))  # (B,)
+        ranks.append(module.rank(batch))  # (B,)
         unreachable.append(module.unreachable_targets(batch))  # (B,)
     return {**ranking_metrics(torch.cat(ranks), list(module.val_ranks.ks)),
             "unreachable": torch.cat(unreachable).double().mean().item()}

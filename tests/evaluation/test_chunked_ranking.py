@@ -206,7 +206,7 @@ def test_module_chunked_ranks_equal_full_ranks_with_exact_ties(chunk, monkeypatc
     for size in (None, chunk):
         module = module_with(decoder, SASRec(decoder.item_embedder, max_len=6, num_layers=1), size)
         monkeypatch.setattr(module, "hidden_state", lambda recent, users=None: hidden)
-        ranks[size] = module._rank(batch)
+        ranks[size] = module.rank(batch)
     assert torch.equal(ranks[chunk], ranks[None])
     # every unmasked item ties with the target; a target in its own history is masked: last of 41 columns
     unmasked = [41 if int(batch["target"][i]) in batch["history"][i].tolist()
@@ -222,8 +222,8 @@ def test_module_chunked_ranks_equal_full_ranks_for_a_random_sasrec(chunk):
     decoder = DotProduct(embedder)
     batch = eval_batch(60, 40, seed=5)
     with torch.no_grad():
-        full = module_with(decoder, encoder, None)._rank(batch)
-        got = module_with(decoder, encoder, chunk)._rank(batch)
+        full = module_with(decoder, encoder, None).rank(batch)
+        got = module_with(decoder, encoder, chunk).rank(batch)
     assert torch.equal(got, full)
 
 
@@ -232,9 +232,9 @@ def test_module_popularity_chunked_ranks_equal_full_ranks():
     decoder.fit_data(TrainingData.from_counts((torch.arange(31.0) * 7) % 5))  # counts 0..4: many ties
     encoder = ConstantEncoder(IdEmbedding(30, 1))
     batch = eval_batch(30, 25, seed=6)
-    full = module_with(decoder, encoder, None)._rank(batch)
+    full = module_with(decoder, encoder, None).rank(batch)
     for chunk in (1, 7, 31, 40):
-        assert torch.equal(module_with(decoder, encoder, chunk)._rank(batch), full)
+        assert torch.equal(module_with(decoder, encoder, chunk).rank(batch), full)
 
 
 def test_module_chunked_nan_scores_stop_the_run(monkeypatch):
@@ -244,7 +244,7 @@ def test_module_chunked_nan_scores_stop_the_run(monkeypatch):
     hidden[2, 1] = NAN
     monkeypatch.setattr(module, "hidden_state", lambda recent, users=None: hidden)
     with pytest.raises(TrainingDiverged, match="NaN"):
-        module._rank(eval_batch(20, 5, seed=0))
+        module.rank(eval_batch(20, 5, seed=0))
 
 
 # ------------------------------------------------------------------------------------------- top-k

@@ -198,7 +198,7 @@ def test_module_chunked_target_sets_equal_full(chunk):
     with torch.no_grad():
         encoder, decoder = SASRec(embedder, max_len=6, num_layers=1), DotProduct(embedder)
         full, chunked = set_module(None, encoder, decoder), set_module(chunk, encoder, decoder)
-        want, got = full._rank(batch), chunked._rank(batch)
+        want, got = full.rank(batch), chunked.rank(batch)
     assert want.shape == (24, 4) and torch.equal(got, want)
     assert torch.equal(chunked._batch_top, full._batch_top) and full._batch_top.shape == (24, 5)
 

@@ -107,10 +107,10 @@ def test_module_passes_users_only_to_user_encoders():
     torch.testing.assert_close(module.score(recent, users), want)
     batch = {"input": recent, "target": torch.tensor([3, 1]), "history": recent, "index": torch.arange(2),
              "user": users}
-    ranks = module._rank(batch)
+    ranks = module.rank(batch)
     chunked = NextItemModule(encoder=encoder, decoder=decoder, loss=BPR(UniformNegatives(1)),
                              optimizer=partial(torch.optim.Adam, lr=1e-3), item_chunk_size=2).eval()
-    assert torch.equal(chunked._rank(batch), ranks)
+    assert torch.equal(chunked.rank(batch), ranks)
 
 
 @pytest.mark.parametrize("loss,lr,epochs", [("bpr", 0.03, 40), ("ce", 0.01, 12)])

@@ -216,7 +216,10 @@ class NextItemModule(TaskModule):
         """Scores over all item ids for the next item after ``recent`` (B, L) -> (B, N+1), float32."""
         return self.decoder(self.hidden_state(recent, users)).float()
 
-    def _rank(self, batch: dict[str, Tensor]) -> Tensor:
+    def rank(self, batch: dict[str, Tensor]) -> Tensor:
+        """The ranks of an evaluation batch's targets, as validation and test compute them (history mask, full,
+        item-chunked or sampled ranking): (B,), or (B, T) for target sets with 0 = padding. Full ranking also
+        leaves the batch's top lists in ``_batch_top``."""
         if self.sampled is not None:  # the target among N sampled negatives (item_chunk_size is not needed)
             return self._rank_sampled(batch)
         history = batch["history"] if self.history_fill is not None else None
@@ -299,7 +302,7 @@ class NextItemModule(TaskModule):
         """Ranks of the batch (and the top lists of full ranking) into the overall accumulator and, with cold
         items, into the warm/cold ones."""
         self._batch_top = None
-        ranks = self._rank(batch)  # (B,) or (B, T) for target sets
+        ranks = self.rank(batch)  # (B,) or (B, T) for target sets
         unreachable = self.unreachable_targets(batch)  # like ranks
         top = self._batch_top  # (B, K), None when the ranking gave no lists (sampled ranking)
         ranks_acc.update(batch["index"], ranks, unreachable, top)
