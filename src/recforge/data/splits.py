@@ -12,6 +12,7 @@ themselves (their timestamps: ``split(seqs)``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,13 +59,21 @@ class LeaveOneOut:
         return Split(train_lengths=train_lengths.astype(np.int64), val=val.astype(np.int64), test=test.astype(np.int64))
 
 
-def split_leaves_test(args: Arguments) -> str | None:
-    """A ratio split keeps a share of each sequence for test targets."""
-    train, val = args["train"], args["val"]
-    if train is ABSENT or val is ABSENT or train + val < 1:
-        return None
-    return (f"{args.key('train')}={train} + {args.key('val')}={val} must be < 1 (the rest of each sequence is the "
-            "test part)")
+def shares_below_one(first: str, second: str, why: str) -> Callable[[Arguments], str | None]:
+    """An argument check (recforge.rules): two shares of the data, together, must leave some of it for a third
+    part; ``why`` says which."""
+
+    def check(args: Arguments) -> str | None:
+        a, b = args[first], args[second]
+        if a is ABSENT or b is ABSENT or a + b < 1:
+            return None
+        return f"{args.key(first)}={a} + {args.key(second)}={b} must be < 1 ({why})"
+
+    return check
+
+
+# a ratio split keeps a share of each sequence for test targets
+split_leaves_test = shares_below_one("train", "val", "the rest of each sequence is the test part")
 
 
 class TemporalRatio:
@@ -92,13 +101,9 @@ class TemporalRatio:
         return Split(train_lengths=n_train, val=val, test=test)
 
 
-def quantiles_leave_training(args: Arguments) -> str | None:
-    """A global time split keeps the time before its validation cut for training."""
-    val, test = args["val"], args["test"]
-    if val is ABSENT or test is ABSENT or val + test < 1:
-        return None
-    return (f"{args.key('val')}={val} + {args.key('test')}={test} must be < 1 (the interactions before the "
-            "validation cut are the training data)")
+# a global time split keeps the time before its validation cut for training
+quantiles_leave_training = shares_below_one("val", "test", "the interactions before the validation cut are the "
+                                            "training data")
 
 
 class GlobalTemporal(SequencesSplit):
