@@ -630,7 +630,7 @@ def test_tensorboard_hparams(tmp_path):
     assert {info.name for info in experiment.hparam_infos} == set(hparams)
 
     expected = {f"hparams/{stage}/{name}" for stage in ("val", "test") for name in metrics[stage]}
-    assert len(expected) == 26  # 4 metrics x 3 cutoffs and the unreachable fraction, per stage
+    assert len(expected) == 62  # (6 ranking + 4 beyond-accuracy metrics) x 3 cutoffs + unreachable, per stage
     assert {info.name.tag for info in experiment.metric_infos} == expected
     for stage in ("val", "test"):
         for name, value in metrics[stage].items():

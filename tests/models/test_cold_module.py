@@ -97,7 +97,7 @@ def test_slice_accumulators_on_a_hand_computed_case(monkeypatch):
         (torch.tensor([3, 3]), torch.tensor([4, 4]), torch.tensor([2, 2])),
     ]
     for index, target, ranks in batches:
-        monkeypatch.setattr(module, "_rank", lambda batch, ranks=ranks: ranks)
+        monkeypatch.setattr(module, "rank", lambda batch, ranks=ranks: ranks)
         module.validation_step({"index": index, "target": target}, 0)
     warm, cold, overall = (module.val_slices["warm"].compute(), module.val_slices["cold"].compute(),
                            module.val_ranks.compute())
@@ -113,7 +113,7 @@ def test_slice_accumulators_on_a_hand_computed_case(monkeypatch):
 def test_no_slices_without_cold_items(monkeypatch):
     module = NextItemModule(encoder=nn.Identity(), decoder=nn.Identity(), loss=nn.Identity(), optimizer=None,
                             ks=(10,))
-    monkeypatch.setattr(module, "_rank", lambda batch: torch.tensor([1, 2]))
+    monkeypatch.setattr(module, "rank", lambda batch: torch.tensor([1, 2]))
     module.validation_step({"index": torch.tensor([0, 1]), "target": torch.tensor([1, 2])}, 0)
     assert module.val_ranks.compute()["hr@10"] == 1
     assert all(isinstance(acc, RankAccumulator) and acc.compute()["hr@10"] != acc.compute()["hr@10"]  # NaN: empty

@@ -51,7 +51,7 @@ def reference_corrected(hidden: torch.Tensor, targets: torch.Tensor, negatives: 
     """TensorFlow's sampled_softmax_loss with subtract_log_q and remove_accidental_hits, one row at a time."""
     total = 0.0
     for h, t in zip(hidden, targets.tolist()):
-        score = {i: float(h @ decoder.item_embedder.table.weight[i]) - log_q[i] for i in range(1, 6)}
+        score = {i: float((h @ decoder.item_embedder.table.weight[i]).detach()) - log_q[i] for i in range(1, 6)}
         denominator = math.exp(score[t]) + sum(math.exp(score[n]) for n in negatives.tolist() if n != t)
         total += -(score[t] - math.log(denominator))
     return total / len(targets)
