@@ -166,7 +166,7 @@ def rule_rows(records: Path, cell: str, rule: bool | str, pub: dict[str, float],
     seeds = [s for s, _, _ in runs]
     how = command(cell, seeds) if rule is True or paper else \
         "the same checkpoints: `recforge-eval run_dir=<run> 'overrides=[\"evaluation.mask_history=s3rec\"]'`"
-    setup = "paper setup: BCE with 1 negative, post-LN, S3-Rec masking, " if paper else RULES[rule]
+    setup = "paper setup: BCE with 1 negative, post-LN, targets weighed equally, S3-Rec masking, " if paper else RULES[rule]
     label = f"ours ({setup}n={len(runs)}, seeds {','.join(map(str, seeds))})"
     return [["", "", label, *(fmt(ours[m]) for m in METRICS), wall, how],
             ["", "", "ratio", *(f"{statistics.fmean(ours[m]) / pub[m]:.2f}" for m in METRICS), "", ""]]

@@ -124,7 +124,7 @@ def test_paper_setup_runs_get_their_own_row_above_the_default_rows(tmp_path, pro
     assert json.loads((records / "toys_sasrec_paper_seed42.json").read_text())["mask_history"] == "s3rec"
     lines = script.table(records).splitlines()
     row = lines.index("| Toys | SASRec | published | 0.0463 | 0.0306 | 0.0675 | 0.0374 | 0.0941 | 0.0441 | | |")
-    label = "ours (paper setup: BCE with 1 negative, post-LN, S3-Rec masking, n=1, seeds 42)"
+    label = "ours (paper setup: BCE with 1 negative, post-LN, targets weighed equally, S3-Rec masking, n=1, seeds 42)"
     assert lines[row + 1].startswith(f"| | | {label} | 0.0200 | 0.0200 | 0.0200 | 0.0374 |")
     assert lines[row + 1].endswith("| 20 min | `recforge-train experiment=toys_sasrec_paper seed=42 "
                                    "dataset.root=../shared/data` |")

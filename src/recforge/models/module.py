@@ -111,6 +111,7 @@ class NextItemModule(TaskModule):
         item_chunk_size: int | None = None,
         cold_id_neighbours: int = 0,
         sampled: SampledRanking | None = None,
+        weigh_targets_equally: bool = False,
     ) -> None:
         super().__init__(optimizer, scheduler)
         self.encoder, self.decoder, self.loss = encoder, decoder, loss
@@ -130,6 +131,11 @@ class NextItemModule(TaskModule):
         self._batch_top: Tensor | None = None  # (B, K) the top lists the last full ranking produced
         self.cold_items: Tensor | None = None  # (N+1,) bool, set by setup() when the data has cold items
         self._loss_sum, self._loss_count = torch.zeros(()), torch.zeros((), dtype=torch.long)  # this epoch's
+        # task.weigh_targets_equally: a batch's loss is scaled by its targets over the mean targets per batch so
+        # far (every step since the start of training; kept in checkpoints), so every training target weighs the
+        # same over an epoch, as in random batches; False: each batch's mean (see weigh_by_targets)
+        self.weigh_targets_equally = weigh_targets_equally
+        self._targets_seen, self._steps_seen = torch.zeros((), dtype=torch.float64), 0
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -169,12 +175,34 @@ class NextItemModule(TaskModule):
             valid &= torch.arange(targets.shape[1], device=targets.device) >= first_own[:, None]
         decoder = self.decoder if self.cold_items is None else WithoutItems(self.decoder, self.cold_items)
         loss = self.loss(hidden[valid], targets[valid], decoder)  # hidden[valid]: (M, H)
+        if self.weigh_targets_equally:
+            loss = self.weigh_by_targets(loss, valid.sum())
         # train/loss is logged once per epoch (on_train_epoch_end) from sums kept on the device: no host sync for
         # a batch size and no logging call per step
         count = valid.sum()  # M, a tensor
         self._loss_sum = self._loss_sum.to(loss.device) + loss.detach() * count
         self._loss_count = self._loss_count.to(loss.device) + count
         return loss
+
+    def weigh_by_targets(self, loss: Tensor, count: Tensor) -> Tensor:
+        """A batch's mean loss over its ``count`` targets, times count / the mean count per training step so far
+        (this one included): each target then weighs about the same in every batch. Length-bucketed batches
+        (dataset.bucket_by_length) otherwise weigh the targets of short-sequence batches more than those of long
+        ones (a batch of 256 users with 2 targets each gets the step of one with 50 each), unlike random batches."""
+        self._targets_seen = self._targets_seen.to(count.device) + count
+        self._steps_seen += 1
+        return loss * (count * self._steps_seen / self._targets_seen).to(loss.dtype)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.weigh_targets_equally:  # a resumed run goes on with the same running mean
+            checkpoint["targets_per_step"] = (float(self._targets_seen), self._steps_seen)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "targets_per_step" in checkpoint:
+            seen, steps = checkpoint["targets_per_step"]
+            self._targets_seen, self._steps_seen = torch.tensor(seen, dtype=torch.float64), int(steps)
 
     def on_train_epoch_start(self) -> None:
         self._loss_sum, self._loss_count = torch.zeros(()), torch.zeros((), dtype=torch.long)

@@ -101,6 +101,12 @@ def make_plots(runs: pd.DataFrame, table: Table, args: argparse.Namespace) -> di
     return out
 
 
+def segment_pages(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """(run, HTML fragment) of every ok run holding a recforge-segment page (``<run>/segments/segments.html``)."""
+    pages = [(run, Path(run) / "segments" / "segments.html") for run in runs.loc[runs["status"] == "ok", "run"]]
+    return [(run, page.read_text()) for run, page in pages if page.is_file()]
+
+
 def report(argv: Sequence[str] | None = None) -> tuple[str, list[Path]]:
     """Build and write the report; returns (Markdown text, written paths)."""
     args = parser().parse_args(argv)
@@ -127,7 +133,7 @@ def report(argv: Sequence[str] | None = None) -> tuple[str, list[Path]]:
     files.update({out / "plots" / name: data for name, data in images.items()})
     if args.html:
         sources = [str(Path(p).resolve()) for p in args.paths]
-        files[out / "report.html"] = render.html(table, runs, sources, images)
+        files[out / "report.html"] = render.html(table, runs, sources, images, segments=segment_pages(runs))
     for path, data in files.items():
         write_atomic(path, data)
     return md, list(files)

@@ -179,6 +179,7 @@ figure img{max-width:560px;width:100%} figcaption{font-size:.8em;color:#555} .fa
 {% endfor %}</tbody></table></div>
 {% for n in notes %}<p class="note">{{ n }}</p>{% endfor %}
 {% if plots %}<h2>Plots</h2><div class="plots">{% for name, uri in plots %}<figure><img src="{{ uri }}" alt="{{ name }}"><figcaption>{{ name }}</figcaption></figure>{% endfor %}</div>{% endif %}
+{% if segments %}<h2>User segments</h2>{% for run, fragment in segments %}<p class="meta"><code>{{ run }}</code> (<code>recforge-segment</code>)</p>{{ fragment }}{% endfor %}{% endif %}
 {% if failed %}<h2>Failed runs ({{ failed|length }})</h2><table class="failed"><thead><tr><th>run</th><th>error</th></tr></thead><tbody>
 {% for run, error in failed %}<tr><td><code>{{ run }}</code></td><td>{{ error }}</td></tr>{% endfor %}</tbody></table>{% endif %}
 <h2>Runs</h2><details><summary>{{ all_runs|length }} run directories</summary><table><thead><tr><th>run</th><th>status</th><th>row</th><th>seed</th></tr></thead><tbody>
@@ -245,8 +246,9 @@ def _run_list(runs: pd.DataFrame, table: Table) -> list[tuple[str, str, str, str
 
 
 def html(table: Table, runs: pd.DataFrame, sources: list[str], plots: dict[str, bytes] | None = None,
-         generated: datetime | None = None) -> str:
-    """The whole report as one page: sortable results table, notes, embedded PNG plots, failed runs."""
+         generated: datetime | None = None, segments: list[tuple[str, str]] | None = None) -> str:
+    """The whole report as one page: sortable results table, notes, embedded PNG plots, failed runs, and the
+    (run, HTML fragment) of every run with a user-segments page (recforge-segment), inserted as written."""
     lay = layout(table)
     rows = [[{"value": "" if k == "–" else k, "html": k} for k in keys] + [_html_cell(c) for c in cells]
             for keys, cells in zip(lay.keys, lay.cells)]
@@ -255,5 +257,6 @@ def html(table: Table, runs: pd.DataFrame, sources: list[str], plots: dict[str, 
     return HTML.render(
         header=lay.header, n_keys=len(table.rows), rows=rows, notes=notes(table), protocol=table.protocol, plots=uris,
         failed=list(zip(failed["run"], failed["error"])), all_runs=_run_list(runs, table), sources=sources,
+        segments=[(run, Markup(fragment)) for run, fragment in segments or []],
         n_ok=int((runs["status"] == "ok").sum()),
         n_failed=len(failed), generated=(generated or datetime.now().astimezone()).strftime("%Y-%m-%d %H:%M:%S %Z"))

@@ -1,0 +1,1 @@
+"""Analyses of a finished run's model: pure functions of arrays (no files, no model)."""
