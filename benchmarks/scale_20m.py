@@ -150,6 +150,9 @@ class StageTimer(L.Callback):
 # ------------------------------------------------------------------------------------------- the run
 
 
+SAMPLED_LOSSES = ("bce", "bpr", "sampled_softmax")  # the losses with loss.sampler.num_negatives
+
+
 def compose_run(args: argparse.Namespace, cache_dir: str, out_dir: str) -> DictConfig:
     """recforge's train config for this benchmark (plus the user's Hydra overrides)."""
     overrides = [
@@ -157,7 +160,10 @@ def compose_run(args: argparse.Namespace, cache_dir: str, out_dir: str) -> DictC
         f"dataset.max_len={args.max_len}", f"dataset.batch_size={args.batch_size}",
         f"dataset.eval_batch_size={args.eval_batch_size}", "encoder=sasrec", "hidden_size=64",
         "encoder.num_layers=2", "encoder.num_heads=2", f"loss={args.loss}",
-        f"loss.sampler.num_negatives={args.num_negatives}", "trainer.max_epochs=1", "logger=none", "callbacks=none",
+        # full CE draws no negatives; the in-batch sampler takes the batch's targets
+        *([f"loss.sampler.num_negatives={args.num_negatives}"]
+          if args.loss in SAMPLED_LOSSES and _sampler(args.overrides) != "in_batch" else []),
+        "trainer.max_epochs=1", "logger=none", "callbacks=none",
         f"evaluation.item_chunk_size={args.item_chunk_size}", *args.overrides,
     ]
     with initialize_config_module("recforge.conf", version_base="1.3"):
@@ -261,9 +267,11 @@ def markdown(result: dict[str, Any], command: str) -> str:
                  f"(mean length {stats['mean_length']:.1f}, max {stats['max_length']}); "
                  f"{stats.get('train_windows', 0):,} training windows; {stats.get('val_samples', 0):,} validation "
                  f"and {stats.get('test_samples', 0):,} test samples (every user).")
+    negatives = ("every item (full softmax)" if setup["loss"] == "ce"
+                 else f"{setup['num_negatives']} negative(s) ({_sampler(setup.get('overrides', []))})")
     model_line = (f"Model: SASRec, hidden {setup['hidden_size']}, {setup['num_layers']} layers, {setup['num_heads']} "
-                  f"heads, max_len {setup['max_len']}, batch {setup['batch_size']}; loss {setup['loss']} with "
-                  f"{setup['num_negatives']} uniform negative(s); full ranking over all items, history masked, "
+                  f"heads, max_len {setup['max_len']}, batch {setup['batch_size']}; loss {setup['loss']} over "
+                  f"{negatives}; full ranking over all items, history masked, "
                   f"eval batch {setup['eval_batch_size']}, item_chunk_size {setup['item_chunk_size']}.")
     lines = [f"Command: `{command}`", "", machine_line, "", data_line, "", model_line, "",
              "| stage | wall time | peak resident memory |", "|---|---|---|"]
@@ -283,6 +291,12 @@ def markdown(result: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sampler(overrides: list[str]) -> str:
+    """The negative sampler named by a loss/sampler=... override (uniform unless one is given)."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("loss/sampler=")]
+    return chosen[-1] if chosen else "uniform"
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
@@ -294,7 +308,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--eval-batch-size", type=int, default=1024)
     parser.add_argument("--item-chunk-size", type=int, default=8192, help="evaluation.item_chunk_size")
-    parser.add_argument("--loss", choices=["bce", "bpr"], default="bce")
+    parser.add_argument("--loss", choices=["bce", "bpr", "sampled_softmax", "ce"], default="bce",
+                        help="sampled_softmax: K shared negatives (--num-negatives, loss/sampler=... to change the "
+                             "sampler); ce: full softmax over every item")
     parser.add_argument("--num-negatives", type=int, default=1)
     parser.add_argument("--progress-every", type=int, default=100, help="print progress every N training batches")
     parser.add_argument("--out", type=Path, default=None,

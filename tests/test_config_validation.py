@@ -236,9 +236,11 @@ def test_appended_key_the_target_does_not_take_is_named(overrides, expected):
 
 def test_every_violation_is_reported_in_one_line_in_table_order():
     message = message_of("optimizer.lr=-1", "encoder.dropout=1.5", "hidden_size=abc", "+optimizer.lrr=0.1")
+    # values in the composed configuration's order (train.yaml's own keys, then its groups as listed: encoder
+    # after optimizer), then unknown parameters
     assert message == ("hidden_size='abc' must be an integer >= 1, not a string; "
-                       "encoder.dropout=1.5 must be a number in [0, 1); "
                        "optimizer.lr=-1 must be a number > 0; "
+                       "encoder.dropout=1.5 must be a number in [0, 1); "
                        "optimizer.lrr is not a parameter of torch.optim.Adam (did you mean lr?).")
     assert "\n" not in message
 

@@ -1,6 +1,7 @@
 """benchmarks/scale_20m.py end to end on a tiny slice: every stage is timed, evaluation covers every user."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -26,3 +27,22 @@ def test_tiny_run_times_every_stage_and_evaluates_every_user(tmp_path, capsys, p
     assert 0 <= result["metrics"]["test"]["ndcg@10"] <= 1
     table = Path(f"{out}.md").read_text()
     assert "| train one epoch |" in table and "| **total** |" in table and "69 users" in table
+
+
+def test_losses_compose_with_their_negatives(project_script):
+    """--loss ce has no negatives to set; sampled_softmax takes --num-negatives, or the batch with in_batch."""
+    bench = project_script("benchmarks/scale_20m.py")
+
+    def composed(loss: str, num_negatives: int = 1, overrides: tuple[str, ...] = ()):
+        args = argparse.Namespace(scale=0.0005, max_len=10, batch_size=64, eval_batch_size=32, item_chunk_size=100,
+                                  loss=loss, num_negatives=num_negatives, overrides=list(overrides))
+        return bench.compose_run(args, "/tmp/unused-cache", "/tmp/unused-run")
+
+    ce = composed("ce")
+    assert ce.loss._target_ == "recforge.models.losses.CrossEntropy" and "sampler" not in ce.loss
+    ssm = composed("sampled_softmax", 1024)
+    assert ssm.loss._target_ == "recforge.models.losses.SampledSoftmax"
+    assert ssm.loss.sampler.num_negatives == 1024 and ssm.loss.sampler._target_.endswith("SharedUniform")
+    in_batch = composed("sampled_softmax", 1024, ("loss/sampler=in_batch",))
+    assert in_batch.loss.sampler._target_.endswith("InBatchNegatives") and "num_negatives" not in in_batch.loss.sampler
+    assert bench._sampler(["loss/sampler=popularity"]) == "popularity" and bench._sampler([]) == "uniform"

@@ -119,3 +119,27 @@ def test_concurrent_requests_batched_together_get_their_own_answers(server: str,
         assert batched["scores"] == pytest.approx(single["scores"], abs=1e-5)
         if body.get("raw_ids"):
             assert all(isinstance(item, str) for item in batched["items"])
+
+
+def test_a_10_mb_body_is_refused_with_413_unread_with_or_without_content_length(server: str) -> None:
+    body = json.dumps({"history": [1] * 3_500_000}).encode()  # 10.5 MB: parsing it took ~7 s before its 422
+    headers = {"content-type": "application/json"}
+
+    def streamed() -> Iterator[bytes]:
+        for start in range(0, len(body), 1 << 16):
+            yield body[start:start + (1 << 16)]
+
+    for content in (body, streamed()):
+        began = time.monotonic()
+        response = httpx.post(f"{server}/recommend", content=content, headers=headers, timeout=30)
+        assert response.status_code == 413 and response.headers["connection"] == "close"
+        assert response.json()["detail"] == ("the request body is larger than the server's limit of 1048576 bytes "
+                                             "(--max-body-bytes)")
+        assert time.monotonic() - began < 3
+    assert post(server, {"history": [1], "k": 2}).status_code == 200  # and the server goes on answering
+
+
+def test_metrics_are_prometheus_text(server: str) -> None:
+    response = httpx.get(f"{server}/metrics", timeout=5)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain; version=")
+    assert 'recforge_model_info{' in response.text and 'index="exact"' in response.text

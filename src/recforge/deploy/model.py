@@ -38,8 +38,11 @@ class Scorer(nn.Module):
 
     def forward(self, items: Tensor) -> Tensor:
         """items: (B, L) left-padded internal ids -> scores (B, N+1) float32, column 0 at -inf."""
-        hidden = self.encoder.final_state(self.encoder.inference_input(items))  # (B, H), as in evaluation
-        return self.decoder(hidden).float()  # (B, N+1)
+        return self.decoder(self.hidden(items)).float()  # (B, N+1)
+
+    def hidden(self, items: Tensor) -> Tensor:
+        """items: (B, L) left-padded internal ids -> the state the decoder scores (B, H), as in evaluation."""
+        return self.encoder.final_state(self.encoder.inference_input(items))  # (B, H)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,12 @@
 Input, one JSON object per line: ``{"user": "u1", "history": [item ids, oldest first]}`` (blank lines are skipped).
 Output, one line per input line, in order: ``{"user", "items", "scores", "unknown"}`` (+ ``"warning"`` when no
 history item is known). A malformed line gets ``{"line": n, "user": ..., "error": "..."}`` in its place and the
-others go on; the command then exits 2 and names the first failure on stderr.
+others go on; the command then exits 2 and names the first failure on stderr. ``--index hnsw`` (or ivf, flat) takes
+the top-K from a faiss inner-product index over the item table instead of scoring every item (large catalogues).
+``--explain`` adds ``"explanations"``: for each recommended item, ``[{"item", "index", "attribution"}]`` over the
+history items in the model's input, strongest first (``index``: the item's place in the given history), by
+integrated gradients or, with ``--explain-method attention``, the last transformer layer's attention
+(:mod:`recforge.deploy.explain`).
 """
 from __future__ import annotations
 
@@ -13,10 +18,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import torch
 
+from recforge.deploy.explain import EXPORT_SUFFIXES, METHODS, explain_problem
+from recforge.deploy.index import add_index_arguments, build_index, index_spec
 from recforge.deploy.model import load_model
 from recforge.deploy.recommender import Encoded, Query, Recommender
 from recforge.errors import RecforgeError
@@ -65,9 +73,9 @@ def read_lines(handle: IO[bytes], recommender: Recommender, raw_ids: bool) -> It
 
 
 def answer_batch(lines: list[Line], recommender: Recommender, k: int, raw_ids: bool,
-                 exclude_history: bool) -> list[dict[str, Any]]:
+                 exclude_history: bool, explain: bool = False) -> list[dict[str, Any]]:
     """The output records of ``lines``, in order: answers for the good ones, error records for the rest."""
-    queries = [Query(line.encoded, k, raw_ids, exclude_history) for line in lines if line.encoded is not None]
+    queries = [Query(line.encoded, k, raw_ids, exclude_history, explain) for line in lines if line.encoded is not None]
     answers = iter(recommender.recommend(queries))
     records = []
     for line in lines:
@@ -92,7 +100,7 @@ def run(recommender: Recommender, args: argparse.Namespace, source: IO[bytes], s
 
 
 def _flush(batch: list[Line], recommender: Recommender, args: argparse.Namespace, sink: IO[str]) -> list[str]:
-    for record in answer_batch(batch, recommender, args.k, args.raw_ids, not args.keep_history):
+    for record in answer_batch(batch, recommender, args.k, args.raw_ids, not args.keep_history, args.explain):
         sink.write(json.dumps(record) + "\n")
     sink.flush()
     return [line.error for line in batch if line.error is not None]
@@ -110,9 +118,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=None,
                         help="data folder, to rebuild the id map of a run without item_ids.json (--raw-ids)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_index_arguments(parser)
+    parser.add_argument("--explain", action="store_true",
+                        help="for each recommended item, the history items that drove it, strongest first")
+    parser.add_argument("--explain-method", choices=METHODS, default="ig",
+                        help="ig: integrated gradients on the history's item embeddings (default); attention: the "
+                             "last transformer layer's attention (SASRec, BERT4Rec)")
+    parser.add_argument("--ig-steps", type=int, default=32, help="integrated gradients' steps (default 32)")
     args = parser.parse_args(argv)
-    if args.k < 1 or args.batch_size < 1:
-        parser.error(f"--k ({args.k}) and --batch-size ({args.batch_size}) must be at least 1")
+    if args.k < 1 or args.batch_size < 1 or args.ig_steps < 1:
+        parser.error(f"--k ({args.k}), --batch-size ({args.batch_size}) and --ig-steps ({args.ig_steps}) must be at least 1")
     return args
 
 
@@ -121,8 +136,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     with user_errors(), ExitStack() as stack:
+        if args.explain and Path(args.checkpoint).suffix in EXPORT_SUFFIXES:
+            raise RecforgeError(f"--explain needs the run's PyTorch model (its run directory or a .ckpt file), not the exported file {args.checkpoint}; explanations take gradients through the eager model.")
         model = load_model(args.checkpoint, ids="require" if args.raw_ids else "file", data_root=args.data_root)
-        recommender = Recommender(model, batch_size=args.batch_size)
+        problem = explain_problem(model.scorer, args.explain_method) if args.explain else None
+        if problem is not None:
+            raise RecforgeError(f"--explain: {problem}")
+        recommender = Recommender(model, batch_size=args.batch_size,
+                                  index=build_index(model.scorer.decoder, index_spec(args)),
+                                  explain_method=args.explain_method, ig_steps=args.ig_steps)
         source = sys.stdin.buffer if args.input == "-" else stack.enter_context(_open(args.input, "rb"))
         sink = sys.stdout if args.output == "-" else stack.enter_context(_open(args.output, "w"))
         errors = run(recommender, args, source, sink)

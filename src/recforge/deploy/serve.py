@@ -1,27 +1,38 @@
 """recforge-serve: an HTTP server for a trained run's top-K recommendations (FastAPI + uvicorn).
 
 ``GET /health`` -> ``{"status": "ok", "model", "num_items", "max_len", "raw_ids"}``.
+``GET /metrics`` -> Prometheus text: requests and errors by status, latency, batch sizes, model version and load
+time (:mod:`recforge.deploy.metrics`).
 ``POST /recommend`` ``{"history": [...], "k": 10, "raw_ids": false, "exclude_history": true}`` ->
 ``{"items", "scores", "unknown"}`` (+ ``"warning"`` when no history item is known): the answer recforge-recommend
 gives for the same history. A request the model cannot answer as asked is a 422 naming the field and the reason.
+``"explain": true`` adds ``"explanations"``, as ``recforge-recommend --explain`` (integrated gradients): per
+recommended item, ``[{"item", "index", "attribution"}]`` over the history items, strongest first.
 
 The model is loaded once, before the port is opened. One scoring thread answers every request that is waiting
 in a single model call (``torch.inference_mode()``, ``--threads`` torch threads, default 1), so concurrent
 requests are batched and the event loop stays free for I/O and /health while the model runs.
+
+Under overload (:mod:`recforge.deploy.limits`): a body above ``--max-body-bytes`` (default 1 MiB) is a 413 before it
+is parsed; a request finding ``--max-queue`` (256) others waiting, or unanswered after ``--timeout`` (5 s), is a 503
+with ``Retry-After: 1``. ``--index hnsw`` (or ivf, flat) takes the top-K from a faiss index (:mod:`recforge.deploy.index`).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 import torch
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,12 +43,22 @@ from pydantic import (
     model_validator,
 )
 
+from recforge.deploy.explain import explain_problem
+from recforge.deploy.index import (
+    IndexSpec,
+    add_index_arguments,
+    build_index,
+    index_spec,
+)
+from recforge.deploy.limits import Overloaded, RequestGuard, ServeLimits
+from recforge.deploy.metrics import ServeMetrics
 from recforge.deploy.model import DeployedModel, load_model
 from recforge.deploy.recommender import Query, Recommender
 from recforge.errors import RecforgeError
 from recforge.run.cli import user_errors
 
 MAX_HISTORY = 10_000
+DEFAULT_LIMITS, EXACT = ServeLimits(), IndexSpec()
 log = logging.getLogger("recforge.serve")
 
 
@@ -50,6 +71,7 @@ class RecommendRequest(BaseModel):
     k: StrictInt | None = Field(default=None, ge=1, description="default: the server's --k")
     raw_ids: StrictBool = False
     exclude_history: StrictBool = True
+    explain: StrictBool = False
 
     @model_validator(mode="after")
     def _ids_in_one_space(self) -> RecommendRequest:
@@ -61,11 +83,18 @@ class RecommendRequest(BaseModel):
         return self
 
 
+class HistoryAttribution(BaseModel):
+    item: int | str
+    index: int  # the item's place in the request's history
+    attribution: float
+
+
 class Recommendation(BaseModel):
     items: list[int | str]
     scores: list[float]
     unknown: list[int | str]
     warning: str | None = None
+    explanations: list[list[HistoryAttribution]] | None = None  # one list per item, strongest first
 
 
 class Health(BaseModel):
@@ -77,17 +106,22 @@ class Health(BaseModel):
 
 
 class Batcher:
-    """Scores queued queries together: one model call for all that arrived while the previous call ran."""
+    """Scores queued queries together: one model call for all that arrived while the previous call ran.
+    At most ``limits.max_queue`` wait; each is answered within ``limits.timeout_seconds`` or refused."""
 
-    def __init__(self, recommender: Recommender, max_batch: int = 64) -> None:
-        self.recommender, self.max_batch = recommender, max_batch
+    def __init__(self, recommender: Recommender, limits: ServeLimits = DEFAULT_LIMITS,
+                 on_batch: Callable[[int], None] = lambda size: None) -> None:
+        self.recommender, self.limits, self.on_batch = recommender, limits, on_batch
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recforge-score")
         self.queue: asyncio.Queue[tuple[Query, asyncio.Future[dict[str, Any]]]] | None = None
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.queue = asyncio.Queue()
+        self.queue = asyncio.Queue(maxsize=self.limits.max_queue)
         self.task = asyncio.create_task(self._run())
+
+    def depth(self) -> int:
+        return 0 if self.queue is None else self.queue.qsize()
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -98,16 +132,28 @@ class Batcher:
     async def submit(self, query: Query) -> dict[str, Any]:
         assert self.queue is not None, "Batcher.start() runs at application startup"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        await self.queue.put((query, future))
-        return await future
+        try:
+            self.queue.put_nowait((query, future))
+        except asyncio.QueueFull:
+            raise Overloaded("queue_full", f"the server is busy: {self.limits.max_queue} requests are already "
+                                           "waiting to be scored (--max-queue); retry later") from None
+        try:
+            return await asyncio.wait_for(future, self.limits.timeout_seconds)  # cancels the future on timeout
+        except TimeoutError:
+            raise Overloaded("timeout", f"the server is busy: no answer within {self.limits.timeout_seconds:g} s "
+                                        "(--timeout); retry later") from None
 
     async def _run(self) -> None:
         assert self.queue is not None
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
-            while len(batch) < self.max_batch and not self.queue.empty():
+            while len(batch) < self.limits.max_batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
+            batch = [(query, future) for query, future in batch if not future.done()]  # timed out while queued
+            if not batch:
+                continue
+            self.on_batch(len(batch))
             try:
                 answers = await loop.run_in_executor(self.executor, self.recommender.recommend, [q for q, _ in batch])
             except Exception as exc:  # noqa: BLE001 - a bug fails the requests of this batch (500), not the server
@@ -126,10 +172,15 @@ def invalid(field: str, message: str, value: Any) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": message, "input": value}])
 
 
-def create_app(model: DeployedModel, default_k: int = 10) -> FastAPI:
-    """The app for one loaded model; ``default_k`` answers requests that give no ``k``."""
-    recommender = Recommender(model)
-    batcher = Batcher(recommender)
+def create_app(model: DeployedModel, default_k: int = 10, limits: ServeLimits = DEFAULT_LIMITS,
+               index: IndexSpec = EXACT, load_seconds: float = 0.0) -> FastAPI:
+    """The app for one loaded model; ``default_k`` answers requests that give no ``k``. The index is built here;
+    its build time is added to ``load_seconds`` (the model's) in /metrics."""
+    began = time.perf_counter()
+    recommender = Recommender(model, index=build_index(model.scorer.decoder, index))
+    metrics = ServeMetrics(model, index.kind, load_seconds + time.perf_counter() - began)
+    batcher = Batcher(recommender, limits, on_batch=metrics.batch_size.observe)
+    metrics.queue_depth.set_function(batcher.depth)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -138,6 +189,17 @@ def create_app(model: DeployedModel, default_k: int = 10) -> FastAPI:
         await batcher.stop()
 
     app = FastAPI(title="recforge", summary=f"next-item recommendations from {model.name}", lifespan=lifespan)
+    app.add_middleware(RequestGuard, max_body_bytes=limits.max_body_bytes, observe=metrics.observe)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        metrics.rejected.labels(exc.reason).inc()
+        return JSONResponse({"detail": exc.message}, status_code=503,
+                            headers={"Retry-After": str(limits.retry_after_seconds)})
+
+    @app.get("/metrics", response_class=Response)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -151,8 +213,10 @@ def create_app(model: DeployedModel, default_k: int = 10) -> FastAPI:
             raise invalid("k", f"k={k} is larger than the catalogue ({model.num_items} items)", k)
         if request.raw_ids and model.item_ids is None:
             raise invalid("raw_ids", f"this model has no item id map ({model.item_ids_problem}); send internal ids", True)
+        if request.explain and (problem := explain_problem(model.scorer, "ig")) is not None:
+            raise invalid("explain", problem, True)
         encoded = recommender.encode(request.history, request.raw_ids)
-        return await batcher.submit(Query(encoded, k, request.raw_ids, request.exclude_history))
+        return await batcher.submit(Query(encoded, k, request.raw_ids, request.exclude_history, request.explain))
 
     return app
 
@@ -168,10 +232,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="data folder, to rebuild the id map of a run without item_ids.json (raw ids)")
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                         help="log every request (default on)")
+    parser.add_argument("--max-body-bytes", type=int, default=ServeLimits.max_body_bytes,
+                        help=f"larger request bodies are refused with 413 unread (default {ServeLimits.max_body_bytes}, 1 MiB)")
+    parser.add_argument("--max-queue", type=int, default=ServeLimits.max_queue,
+                        help=f"requests waiting to be scored; one more gets 503 (default {ServeLimits.max_queue})")
+    parser.add_argument("--timeout", type=float, default=ServeLimits.timeout_seconds,
+                        help=f"seconds a request may wait for its answer before a 503 (default {ServeLimits.timeout_seconds:g})")
+    add_index_arguments(parser)
     args = parser.parse_args(argv)
     if args.k < 1 or args.threads < 1 or not 0 <= args.port <= 65535:
         parser.error(f"--k ({args.k}) and --threads ({args.threads}) must be at least 1 and --port ({args.port}) in 0..65535")
+    problem = serve_limits(args).problem()
+    if problem is not None:
+        parser.error(problem)
     return args
+
+
+def serve_limits(args: argparse.Namespace) -> ServeLimits:
+    return ServeLimits(max_body_bytes=args.max_body_bytes, max_queue=args.max_queue, timeout_seconds=args.timeout)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,14 +259,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     with user_errors():
+        began = time.perf_counter()
         model = load_model(args.checkpoint, ids="try", data_root=args.data_root)
         if args.k > model.num_items:
             raise RecforgeError(f"--k {args.k} is larger than the catalogue of {model.name} ({model.num_items} items).")
+        app = create_app(model, args.k, serve_limits(args), index_spec(args), time.perf_counter() - began)
     if model.item_ids is None:
         log.warning("raw ids are unavailable: %s", model.item_ids_problem)
     log.info("serving %s (%d items, max_len %d) on http://%s:%d", model.name, model.num_items, model.max_len,
              args.host, args.port)
-    uvicorn.run(create_app(model, args.k), host=args.host, port=args.port, access_log=args.access_log)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log)
 
 
 if __name__ == "__main__":

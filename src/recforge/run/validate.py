@@ -126,6 +126,7 @@ FOREIGN_RULES: tuple[tuple[type, Mapping[str, Expect]], ...] = (
         "check_val_every_n_epoch": optional(int_at_least(1)),
         "num_sanity_val_steps": int_at_least_or(0, -1),
         "log_every_n_steps": int_at_least(1),
+        "min_steps": optional(int_at_least(0)),
         "accumulate_grad_batches": int_at_least(1),
         "gradient_clip_val": optional(number_at_least(0)),
         "deterministic": optional(one_of(True, False, "warn")),

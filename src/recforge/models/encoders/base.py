@@ -42,6 +42,16 @@ class SequenceEncoder(nn.Module):
         return self(items)[:, -1]
 
 
+class AttentionEncoder(SequenceEncoder):
+    """Role: a transformer encoder that can show where its last layer's last query looks.
+
+    ``final_attention(items) -> (B, T)``: head-averaged attention weights over the positions of ``items`` (the
+    encoder's input, after ``inference_input``) for the query whose state ``final_state`` returns."""
+
+    def final_attention(self, items: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
 class FitsData:
     """Role: a part whose state comes from the training data rather than from gradients (popularity, ItemKNN).
     ``NextItemModule.setup`` calls ``fit_data`` with the datamodule's ``training_data``."""
@@ -116,6 +126,18 @@ class TransformerStack(nn.Module):
         inner_state = last.dropout(last.activation(last.linear1(last.norm2(query))))  # (B, 1, inner)
         query = query + last.dropout2(last.linear2(inner_state))  # (B, 1, H)
         return self.norm_out(query[:, 0])  # (B, H)
+
+    def final_attention(self, items: Tensor, allowed: Tensor) -> Tensor:
+        """The last layer's attention weights for the last query, averaged over heads: items (B, T), allowed
+        (B, T, T) -> (B, T), each row summing to 1 over the keys it may attend to (eval mode: no dropout)."""
+        x, mask = self._embed(items), self._blocked(allowed)  # (B, T, H), (B*heads, T, T)
+        *inner, last = self.layers.layers
+        for layer in inner:
+            x = layer(x, src_mask=mask)  # (B, T, H)
+        keys = last.norm1(x) if self.norm_first else x  # post-LN layers attend over their input itself
+        weights = last.self_attn(keys[:, -1:], keys, keys, attn_mask=mask[:, -1:], need_weights=True,
+                                 average_attn_weights=True)[1]  # (B, 1, T)
+        return weights[:, 0]  # (B, T)
 
     def _blocked(self, allowed: Tensor) -> Tensor:
         """allowed: (B, T, T) -> the per-head attention mask nn.MultiheadAttention takes (B*heads, T, T), True =

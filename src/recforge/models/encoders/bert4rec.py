@@ -11,7 +11,7 @@ from torch import Tensor
 from recforge.models.embedders import ItemEmbedder
 from recforge.models.encoders.base import (
     TRANSFORMER_RULES,
-    SequenceEncoder,
+    AttentionEncoder,
     TransformerStack,
     key_padding_allowed,
 )
@@ -21,7 +21,7 @@ from recforge.rules import UNIT_CLOSED, UNIT_OPEN, check_arguments, rule_table
 CLOZE_RULES = rule_table(mask_prob=UNIT_OPEN, last_mask_prob=UNIT_CLOSED)
 
 
-class BERT4Rec(SequenceEncoder):
+class BERT4Rec(AttentionEncoder):
     """Bidirectional transformer encoder trained with cloze masking."""
 
     argument_rules = rule_table(**TRANSFORMER_RULES, **CLOZE_RULES)  # recforge.rules: checked in the config and here
@@ -56,6 +56,10 @@ class BERT4Rec(SequenceEncoder):
     def final_state(self, items: Tensor) -> Tensor:
         """``forward(items)[:, -1]``, the last layer for the last position only. items: (B, T) -> (B, H)."""
         return self.stack.final_state(items, key_padding_allowed(items, causal=False))
+
+    def final_attention(self, items: Tensor) -> Tensor:
+        """The last layer's head-averaged attention of the last position over ``items``: (B, T) -> (B, T)."""
+        return self.stack.final_attention(items, key_padding_allowed(items, causal=False))
 
 
 def cloze_pairs(window: Tensor, max_len: int, mask_prob: float, last_mask_prob: float,

@@ -9,14 +9,14 @@ from torch import Tensor
 from recforge.models.embedders import ItemEmbedder
 from recforge.models.encoders.base import (
     TRANSFORMER_RULES,
-    SequenceEncoder,
+    AttentionEncoder,
     TransformerStack,
     key_padding_allowed,
 )
 from recforge.rules import check_arguments
 
 
-class SASRec(SequenceEncoder):
+class SASRec(AttentionEncoder):
     """Causal transformer encoder over item ids."""
 
     argument_rules = TRANSFORMER_RULES  # recforge.rules: checked in the config and here
@@ -41,3 +41,7 @@ class SASRec(SequenceEncoder):
     def final_state(self, items: Tensor) -> Tensor:
         """``forward(items)[:, -1]``, the last layer for the last position only. items: (B, T) -> (B, H)."""
         return self.stack.final_state(items, key_padding_allowed(items, causal=True))
+
+    def final_attention(self, items: Tensor) -> Tensor:
+        """The last layer's head-averaged attention of the last position over ``items``: (B, T) -> (B, T)."""
+        return self.stack.final_attention(items, key_padding_allowed(items, causal=True))
