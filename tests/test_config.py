@@ -72,6 +72,7 @@ from recforge.run.progress import (
     QuietLightning,
     RunSummary,
 )
+from recforge.run.stopping import EarlyStopping as MinimumAwareEarlyStopping
 from recforge.wandb_sweep import wandb_parameter
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -593,12 +594,13 @@ def check_callbacks(option: str, compose_train, tmp_path: Path) -> None:
         assert built == {}
     if option == "default":
         assert {n: type(v) for n, v in built.items()} == {
-            "model_checkpoint": ModelCheckpoint, "early_stopping": EarlyStopping, "quiet": QuietLightning,
+            "model_checkpoint": ModelCheckpoint, "early_stopping": MinimumAwareEarlyStopping, "quiet": QuietLightning,
             "model_summary": CompactModelSummary, "progress_bar": ObjectiveProgressBar, "run_summary": RunSummary}
         ckpt, stop = built["model_checkpoint"], built["early_stopping"]
         assert ckpt.monitor == stop.monitor == "val/ndcg@10" and ckpt.mode == stop.mode == "max"
         assert Path(ckpt.dirpath) == Path(cfg.paths.output_dir) / "checkpoints"
         assert ckpt.save_top_k == 1 and ckpt.save_last is True and stop.patience == 10
+        assert isinstance(stop, EarlyStopping)  # Lightning's, deciding again until trainer.min_steps is met
         bar, summary = built["progress_bar"], built["run_summary"]
         assert isinstance(bar, RichProgressBar) and bar.objective == summary.objective == "val/ndcg@10"
         assert bar.best.mode == summary.mode == "max" and summary.output_dir == cfg.paths.output_dir

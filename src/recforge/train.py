@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from recforge.run.build import build, build_trainer, compile_loss, item_id_map
 from recforge.run.cli import user_errors
+from recforge.run.compress import attach_teacher, prune_encoder
 from recforge.run.fit import fit_and_test, objective_value, tested_validation
+from recforge.run.init_from import load_earlier_weights
 from recforge.run.loggers import log_config, log_final_metrics
 from recforge.run.progress import RunSummary
 from recforge.run.records import write_json, write_run_records
@@ -36,6 +38,9 @@ def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, 
     resume = checkpoint_to_resume(cfg, out)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
+    load_earlier_weights(cfg, module, item_id_map(datamodule))  # init_from: the earlier run's weights
+    attach_teacher(module, cfg, datamodule)  # distill.teacher: a frozen teacher's softened scores in the loss
+    prune_encoder(module, cfg)  # prune.amount: the encoder's linear weights pruned, then fine-tuned
     if cfg.get("compile"):
         compile_loss(module)
     history = csv_history(out, resume) if cfg.get("resume") else []

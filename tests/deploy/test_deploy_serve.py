@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,20 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The server started by its console script; its URL once /health answers (60 s at most)."""
+    with serving(tiny_run, tmp_path_factory.mktemp("serve") / "serve.log") as url:
+        yield url
+
+
+@contextmanager
+def serving(run: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``recforge-serve <run>`` on a free loopback port with ``env`` added; its URL once /health answers (60 s at
+    most); stopped on exit. Its output goes to ``log``, shown when it does not start."""
     port = free_port()
-    cmd = [str(Path(sys.executable).with_name("recforge-serve")), str(tiny_run), "--host", HOST, "--port", str(port),
+    cmd = [str(Path(sys.executable).with_name("recforge-serve")), str(run), "--host", HOST, "--port", str(port),
            "--no-access-log"]
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("w") as sink:
-        proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, stdout=sink,
+                                stderr=subprocess.STDOUT)
     url = f"http://{HOST}:{port}"
     try:
         deadline = time.monotonic() + 60

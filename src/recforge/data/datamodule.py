@@ -23,6 +23,12 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
 
 from recforge.data.cold import choose_cold_items, cold_target_counts, hold_out_items
+from recforge.data.online import (
+    events_before,
+    extend_item_map,
+    keep_prefixes,
+    windows_since,
+)
 from recforge.data.preprocess import (
     Sequences,
     deduplicate,
@@ -269,7 +275,7 @@ class SequenceDataModule(L.LightningDataModule):
     argument_rules = rule_table(
         max_len=int_at_least(2), **LOADER_RULES, min_rating=optional(NUMBER), user_k=int_at_least(0),
         item_k=int_at_least(0), bucket_by_length=BOOLEAN, cold_items=number_in(0, 1), cold_seed=int_at_least(0),
-        train_stride=optional(int_at_least(1)),
+        train_stride=optional(int_at_least(1)), since=optional(NUMBER), until=optional(NUMBER),
     )
     argument_checks = (stride_within_window, cold_items_need_leave_one_out)
 
@@ -291,6 +297,8 @@ class SequenceDataModule(L.LightningDataModule):
         cold_items: float = 0.0,
         cold_seed: int = 0,
         train_stride: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> None:
         super().__init__()
         # train_stride and cold_items keep their own wording here (pinned by tests/data), checked first
@@ -317,6 +325,10 @@ class SequenceDataModule(L.LightningDataModule):
         # own seed so every model and training seed sees the same cold set; 0 = off
         self.cold_fraction, self.cold_seed = cold_items, cold_seed
         self.cold_items = torch.zeros(0, dtype=torch.bool)  # (N+1,) True = cold item, set by setup()
+        # learning from new events (recforge.data.online): only events before ``until`` are read; only events
+        # from ``since`` on are training targets; base_item_ids (set by init_from) = the item map to extend
+        self.since, self.until = since, until
+        self.base_item_ids: list[str] | None = None
 
     # ---- building and caching -------------------------------------------------------------------------
     def _cache_key(self) -> str:
@@ -374,9 +386,22 @@ class SequenceDataModule(L.LightningDataModule):
             if path is not None:
                 _save_cache(path, *cached)
         seqs, removed = cached
+        seqs, online_stats = self._online(seqs)
         self.sequences = seqs
-        self.stats = {**statistics(seqs), "duplicates_removed": removed}
+        self.stats = {**statistics(seqs), "duplicates_removed": removed, **online_stats}
         return seqs
+
+    def _online(self, seqs: Sequences) -> tuple[Sequences, dict[str, int]]:
+        """``until``: the events before the cut only; ``base_item_ids``: the item map extended."""
+        stats: dict[str, int] = {}
+        if self.until is not None:
+            seqs = keep_prefixes(seqs, events_before(seqs, self.until, "dataset.until"))
+            if len(seqs.items) == 0:
+                raise RecforgeError(f"dataset.until={self.until}: dataset '{self.name}' has no event before the cut.")
+        if self.base_item_ids is not None:
+            seqs, new = extend_item_map(seqs, self.base_item_ids)
+            stats = {"items_before_update": len(self.base_item_ids) - 1, "new_items": new}
+        return seqs, stats
 
     def prepare_data(self) -> None:
         self.load_sequences()
@@ -389,11 +414,19 @@ class SequenceDataModule(L.LightningDataModule):
         items = torch.from_numpy(seqs.items)
         indptr = torch.from_numpy(seqs.indptr)
         idx = training_windows(seqs.indptr, split.train_lengths, self.max_len, self.train_stride)  # (W, L+1)
-        windows = np.where(idx >= 0, seqs.items[np.maximum(idx, 0)], 0)
         window_users = np.searchsorted(seqs.indptr, idx[:, -1], side="right") - 1  # (W,) user of each last item
-        new_targets = None
-        if self.train_stride is not None:
-            new_targets = torch.from_numpy(window_new_targets(split.train_lengths, self.train_stride))  # (W,)
+        owned = None if self.train_stride is None else window_new_targets(split.train_lengths, self.train_stride)
+        if self.since is not None:  # only targets from the cut on: windows without one go, the rest count fewer
+            owned_all = np.full(len(idx), self.max_len) if owned is None else owned  # (W,)
+            end = idx[:, -1] - seqs.indptr[window_users]  # (W,) position of each window's last item
+            keep, owned = windows_since(events_before(seqs, self.since), end, owned_all, window_users)
+            idx, window_users, owned = idx[keep], window_users[keep], owned[keep]
+            if len(idx) == 0:
+                raise RecforgeError(f"dataset.since={self.since}: dataset '{self.name}' has no training event from the "
+                                    "cut on (the training part ends at the validation cut); move the cut earlier.")
+            self.stats["training_targets_since"] = int(owned.sum())
+        windows = np.where(idx >= 0, seqs.items[np.maximum(idx, 0)], 0)
+        new_targets = None if owned is None else torch.from_numpy(owned)  # (W,)
         self.train_set = TrainWindows(torch.from_numpy(windows), torch.from_numpy(window_users), new_targets)
         self.val_set = EvalSamples(items, indptr, torch.from_numpy(split.val), self.max_len)
         self.test_set = EvalSamples(items, indptr, torch.from_numpy(split.test), self.max_len)

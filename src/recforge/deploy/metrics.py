@@ -11,6 +11,9 @@
 | ``recforge_model_info`` | info: the served model | model, version (sha256 of the checkpoint, 12 hex), dataset, num_items, index |
 | ``recforge_model_load_seconds`` | gauge: time to load the model (and build its index) | |
 | ``recforge_model_loaded_timestamp_seconds`` | gauge: when it was loaded (Unix time) | |
+| ``recforge_model_reloads_total`` | counter: ``POST /admin/reload`` answers | result (ok, failed) |
+
+The three model gauges describe the model serving now: a reload replaces them.
 
 ``path`` is the route (``/recommend``, ``/health``, ``/metrics``, ``/docs``, ``/openapi.json``) or ``other``, so
 unknown URLs cannot grow the label set.
@@ -25,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from recforge.deploy.model import DeployedModel
 
-ROUTES = frozenset({"/recommend", "/health", "/metrics", "/docs", "/openapi.json"})
+ROUTES = frozenset({"/recommend", "/health", "/metrics", "/docs", "/openapi.json", "/admin/reload"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -46,7 +49,8 @@ def path_label(path: str) -> str:
 class ServeMetrics:
     """The counters, histograms and gauges of one app, registered in ``self.registry`` (not the global one)."""
 
-    def __init__(self, model: DeployedModel, index: str = "exact", load_seconds: float | None = None) -> None:
+    def __init__(self, model: DeployedModel, index: str = "exact", load_seconds: float | None = None,
+                 version: str | None = None) -> None:
         self.registry = registry = CollectorRegistry()
         self.requests = Counter("recforge_http_requests", "HTTP requests answered, by route and status code",
                                 ["path", "status"], registry=registry)
@@ -60,13 +64,22 @@ class ServeMetrics:
                                  registry=registry)
         self.rejected = Counter("recforge_rejected", "Requests answered 503 under overload, by reason",
                                 ["reason"], registry=registry)
-        info = Info("recforge_model", "The served model", registry=registry)
-        info.info({"model": model.name, "version": checkpoint_version(model.checkpoint), "dataset": model.dataset,
-                   "num_items": str(model.num_items), "index": index})
-        Gauge("recforge_model_load_seconds", "Seconds spent loading the model and building its index",
-              registry=registry).set(float("nan") if load_seconds is None else load_seconds)
-        Gauge("recforge_model_loaded_timestamp_seconds", "Unix time the model was loaded",
-              registry=registry).set(time.time())
+        self.info = Info("recforge_model", "The served model", registry=registry)
+        self.load_seconds = Gauge("recforge_model_load_seconds", "Seconds spent loading the model and building its index",
+                                  registry=registry)
+        self.loaded_at = Gauge("recforge_model_loaded_timestamp_seconds", "Unix time the model was loaded",
+                               registry=registry)
+        self.reloads = Counter("recforge_model_reloads", "POST /admin/reload answers, by result", ["result"],
+                               registry=registry)
+        self.model_loaded(model, index, load_seconds, version)
+
+    def model_loaded(self, model: DeployedModel, index: str = "exact", load_seconds: float | None = None,
+                     version: str | None = None) -> None:
+        """Describe ``model`` as the one serving (``version``: its checkpoint's, computed when not given)."""
+        self.info.info({"model": model.name, "version": version or checkpoint_version(model.checkpoint),
+                        "dataset": model.dataset, "num_items": str(model.num_items), "index": index})
+        self.load_seconds.set(float("nan") if load_seconds is None else load_seconds)
+        self.loaded_at.set(time.time())
 
     def observe(self, path: str, status: int, seconds: float) -> None:
         """One answered request."""

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from recforge.errors import RecforgeError
 from recforge.models.encoders.base import SequenceEncoder
+from recforge.models.pruning import make_permanent, restore_pruning
 from recforge.run.build import build_module
 from recforge.run.checkpoints import load_checkpoint, state_dict_mismatch
 from recforge.run.load import find_checkpoint
@@ -156,10 +157,12 @@ def build_scorer(cfg: DictConfig, num_items: int, checkpoint: Path) -> Scorer:
     """The run's model sized for ``num_items``, with the checkpoint's weights, as an eval-mode scorer."""
     state = load_checkpoint(checkpoint)["state_dict"]  # weights_only=True; a damaged file is a user error
     module = build_module(cfg, num_items)
+    restore_pruning(module, state)  # a pruned run's checkpoint holds weight_orig and weight_mask
     problem = state_dict_mismatch(module.state_dict(), state)
     if problem is not None:
         raise RecforgeError(f"checkpoint {checkpoint.resolve()} does not fit the model in its run's config.yaml with {num_items} items ({problem}).")
     module.load_state_dict(state)
+    make_permanent(module)  # prune.remove: plain weights holding the zeros, no mask or hook in an export
     return Scorer(module.encoder, module.decoder).eval()
 
 

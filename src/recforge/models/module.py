@@ -26,9 +26,11 @@ from recforge.evaluation.ranking import (
 )
 from recforge.evaluation.sampled import CANDIDATES_DIR, SampledRanking, sampled_ranks
 from recforge.models.decoders import Decoder, score_columns
+from recforge.models.distill import Distillation
 from recforge.models.embedders import HybridEmbedding, text_neighbour_rows
 from recforge.models.encoders.base import FitsData, SequenceEncoder
 from recforge.models.losses import NextItemLoss
+from recforge.models.pruning import refresh_pruned
 from recforge.models.task_module import TaskModule
 
 SLICES = ("warm", "cold")
@@ -136,6 +138,9 @@ class NextItemModule(TaskModule):
         # same over an epoch, as in random batches; False: each batch's mean (see weigh_by_targets)
         self.weigh_targets_equally = weigh_targets_equally
         self._targets_seen, self._steps_seen = torch.zeros((), dtype=torch.float64), 0
+        # distill.teacher (recforge.run.compress.attach_teacher): the usual loss mixed with the KD term of a frozen
+        # teacher; not an nn.Module, so the teacher is in neither checkpoints nor the optimizer
+        self.distillation: Distillation | None = None
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -167,6 +172,7 @@ class NextItemModule(TaskModule):
 
     # ---- training -------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        refresh_pruned(self)  # prune.amount: weights that are read without calling their module (out_proj)
         inputs, targets = self.encoder.training_pairs(batch["items"])  # (B, L), (B, L)
         hidden = self.encode(inputs, batch.get("user"))  # (B, L, H)
         valid = targets > 0  # (B, L)
@@ -175,6 +181,8 @@ class NextItemModule(TaskModule):
             valid &= torch.arange(targets.shape[1], device=targets.device) >= first_own[:, None]
         decoder = self.decoder if self.cold_items is None else WithoutItems(self.decoder, self.cold_items)
         loss = self.loss(hidden[valid], targets[valid], decoder)  # hidden[valid]: (M, H)
+        if self.distillation is not None:  # the student's scores of every item (M, N+1) against the teacher's
+            loss = self.distillation(loss, inputs, valid, decoder(hidden[valid]))
         if self.weigh_targets_equally:
             loss = self.weigh_by_targets(loss, valid.sum())
         # train/loss is logged once per epoch (on_train_epoch_end) from sums kept on the device: no host sync for
@@ -214,6 +222,7 @@ class NextItemModule(TaskModule):
                      batch_size=1)
 
     def on_validation_epoch_start(self) -> None:
+        refresh_pruned(self)  # prune.amount: the eval fast path reads pruned weights without their hook
         self._impute_cold_ids()
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:  # a diverged loss is named first
             self._check_loss()
@@ -346,6 +355,7 @@ class NextItemModule(TaskModule):
             self.val_history.append((self.current_epoch, metrics))
 
     def on_test_epoch_start(self) -> None:
+        refresh_pruned(self)
         self._impute_cold_ids()
 
     def _impute_cold_ids(self) -> None:

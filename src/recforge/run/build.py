@@ -14,12 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from recforge.data.datamodule import SequenceDataModule
 from recforge.data.reviews import ReviewDataModule
 from recforge.models.module import NextItemModule
+from recforge.run.init_from import attach_earlier_items
 from recforge.run.item_text import attach_item_text
 
 
 def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
     """Instantiate the datamodule (and read its data), then the parts sized by it, then the module."""
     datamodule: SequenceDataModule = instantiate(cfg.dataset)
+    attach_earlier_items(cfg, datamodule)  # init_from: this run's item map extends the earlier run's
     datamodule.prepare_data()
     datamodule.setup("fit")
     if isinstance(datamodule, ReviewDataModule):  # text tasks: the text encoder and a head, no item parts

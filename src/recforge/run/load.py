@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from recforge.errors import RecforgeError
+from recforge.models.pruning import make_permanent, restore_pruning
 from recforge.run.checkpoints import state_dict_mismatch
 
 
@@ -98,7 +99,9 @@ def pin_resolver_values(cfg: DictConfig, resolved: DictConfig) -> None:
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], ckpt: Path, run_dir: Path) -> None:
-    """Put a checkpoint's weights into the run's model; a checkpoint of another model is a user error."""
+    """Put a checkpoint's weights into the run's model; a checkpoint of another model is a user error. A pruned
+    run's weights (prune.amount: weight_orig and weight_mask) are loaded with the pruning made permanent."""
+    restore_pruning(module, state)
     problem = state_dict_mismatch(module.state_dict(), state)
     if problem is not None:
         raise RecforgeError(
@@ -106,3 +109,4 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], ckpt: 
             f"({problem}); pass a checkpoint written by this run."
         )
     module.load_state_dict(state)
+    make_permanent(module)

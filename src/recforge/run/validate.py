@@ -50,6 +50,7 @@ from recforge.models.encoders.popularity import ConstantEncoder, PopularityScore
 from recforge.rules import (
     ABSENT,
     BOOLEAN,
+    DROPOUT,
     TEXT,
     Expect,
     argument_problems,
@@ -106,9 +107,13 @@ RULES: tuple[Rule, ...] = (
     Rule("resume", BOOLEAN),
     Rule("compile", BOOLEAN),
     Rule("ckpt_path", optional(TEXT)),
+    Rule("init_from", optional(TEXT)),
     Rule("evaluation.ks", CUTOFFS),
     Rule("evaluation.mask_history", one_of(True, False, "s3rec")),
     Rule("evaluation.item_chunk_size", optional(int_at_least(1))),
+    Rule("prune.amount", optional(DROPOUT)),  # the fraction of each encoder linear weight pruned, [0, 1)
+    Rule("prune.weights", optional(TEXT)),
+    Rule("distill.teacher", optional(TEXT)),
 )
 
 # argument rules of classes recforge does not define, by class (a subclass, e.g. every torch optimizer, gets them)
