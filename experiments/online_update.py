@@ -1,15 +1,19 @@
-"""Learning from new events on ML-100K: a stale model, the same model updated on the events after a time cut
-(``init_from`` + ``dataset.since``), and a full retrain, evaluated on the same later test events and on the earlier
-ones (forgetting).
+"""Learning from new events: a stale model, the same model updated on the events after a cut (``init_from`` +
+``dataset.since``), and a full retrain, evaluated on the same later test events and on the earlier ones
+(forgetting).
 
     OMP_NUM_THREADS=1 python experiments/online_update.py --data-root ../shared/data --cut 887040000
+    OMP_NUM_THREADS=1 python experiments/online_update.py --data-root ../shared/data --experiment beauty_sasrec \
+        --split leave_one_out --cut -3 --out outputs/online-beauty --results outputs/online-beauty/online.md
     python experiments/online_update.py --aggregate outputs/online outputs/online-s1 outputs/online-s2
 
 The first form trains and evaluates one seed (``--seed``, ``--out``) and writes its table to ``--results``; the
 second prints mean ± sample standard deviation over the seeds' ``online_rows.json``.
 
-Protocol (split ``global_temporal``, val 0.1 / test 0.1 of the interactions it is given, SASRec as
-``experiment=ml100k_sasrec``):
+Protocol (by default ML-100K, split ``global_temporal``, val 0.1 / test 0.1 of the interactions it is given, SASRec
+as ``experiment=ml100k_sasrec``; data without timestamps take a position cut ``-n`` and ``leave_one_out``, where
+``-3`` leaves each user's third-to-last event as the only new training target, the last two for validation and
+test):
 
 - stale:   ``dataset.until=<cut>``: trained on the world before the cut (its items only); its own test events are the
            last 10 % of the time before the cut: the *earlier* events;
@@ -46,7 +50,6 @@ from recforge.run.init_from import remap_item_rows
 from recforge.run.load import find_checkpoint
 
 PROJECT = Path(__file__).resolve().parents[1]
-COMMON = ["experiment=ml100k_sasrec", "dataset/split=global_temporal"]
 
 
 class OnlyKnown(nn.Module):
@@ -66,10 +69,10 @@ class OnlyKnown(nn.Module):
         return scores
 
 
-def train(name: str, overrides: list[str], out: Path, data_root: str, seed: int) -> dict:
+def train(name: str, common: list[str], overrides: list[str], out: Path, data_root: str, seed: int) -> dict:
     """recforge-train into out/name (skipped when it finished before); its metrics and wall seconds."""
     run = out / name
-    command = [str(Path(sys.executable).with_name("recforge-train")), *COMMON, *overrides, f"seed={seed}",
+    command = [str(Path(sys.executable).with_name("recforge-train")), *common, *overrides, f"seed={seed}",
                f"dataset.root={data_root}", f"hydra.run.dir={run}"]
     if not (run / "metrics.json").exists():
         began = time.perf_counter()
@@ -80,6 +83,14 @@ def train(name: str, overrides: list[str], out: Path, data_root: str, seed: int)
         (run / "wall_seconds.txt").write_text(f"{time.perf_counter() - began:.1f}\n")
     metrics = json.loads((run / "metrics.json").read_text())
     return {"run": run, "metrics": metrics, "wall": float((run / "wall_seconds.txt").read_text()),
+            "command": " ".join(["recforge-train", *command[1:]])}
+
+
+def finished(run: Path) -> dict:
+    """An earlier run used as the full retrain: its metrics, fit + test seconds and its own command."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    command = json.loads((run / "run_info.json").read_text())["command"]
+    return {"run": run, "metrics": metrics, "wall": metrics["fit_seconds"] + metrics["test_seconds"],
             "command": " ".join(["recforge-train", *command[1:]])}
 
 
@@ -113,8 +124,13 @@ def config(run: Path, data_root: str) -> DictConfig:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default="../shared/data")
-    parser.add_argument("--cut", type=int, default=887040000, help="Unix time of the cut (default 1998-02-09 16:00)")
+    parser.add_argument("--cut", type=int, default=887040000,
+                        help="Unix time of the cut (default 1998-02-09 16:00), or -n: each user's last n events")
+    parser.add_argument("--experiment", default="ml100k_sasrec")
+    parser.add_argument("--split", default="global_temporal")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--full", default=None, help="a finished run of the same experiment and seed to use as the "
+                        "full retrain (its wall time: fit + test seconds from its metrics.json)")
     parser.add_argument("--out", default="outputs/online")
     parser.add_argument("--results", default="experiments/results/online.md")
     parser.add_argument("--aggregate", nargs="+", default=None, help="output folders of finished seeds: print their mean")
@@ -125,10 +141,11 @@ def main() -> None:
     torch.set_num_threads(1)
     data_root = str(Path(args.data_root).resolve())
     out = (PROJECT / args.out).resolve()
-    runs = {"stale": train("stale", [f"dataset.until={args.cut}"], out, data_root, args.seed)}
-    runs["updated"] = train("updated", [f"init_from={runs['stale']['run']}", f"dataset.since={args.cut}"], out,
+    common = [f"experiment={args.experiment}", f"dataset/split={args.split}"]
+    runs = {"stale": train("stale", common, [f"dataset.until={args.cut}"], out, data_root, args.seed)}
+    runs["updated"] = train("updated", common, [f"init_from={runs['stale']['run']}", f"dataset.since={args.cut}"], out,
                             data_root, args.seed)
-    runs["full"] = train("full", [], out, data_root, args.seed)
+    runs["full"] = finished(Path(args.full)) if args.full else train("full", common, [], out, data_root, args.seed)
 
     later, earlier = config(runs["updated"]["run"], data_root), config(runs["stale"]["run"], data_root)
     n_old = len(ids_of(runs["stale"]["run"])) - 1
@@ -161,16 +178,24 @@ def aggregate(folders: list[Path]) -> str:
 
 def write(args: argparse.Namespace, runs: dict, rows: dict, out: Path) -> None:
     stats = {name: json.loads((run["run"] / "dataset_stats.json").read_text()) for name, run in runs.items()}
-    cut = datetime.fromtimestamp(args.cut, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if args.cut >= 0:
+        cut = (f"Cut: {args.cut} ({datetime.fromtimestamp(args.cut, timezone.utc):%Y-%m-%d %H:%M UTC}, the 70th "
+               "percentile of the 100,000 timestamps).")
+        later = "after 1998-03-31, the 90th percentile"
+        earlier = "the last 10 % of the time before the cut"
+    else:
+        cut = f"Cut: position {args.cut} (no timestamps: each user's last {-args.cut} events are after the cut)."
+        later, earlier = "each user's last event", f"each user's last event before the cut (position {args.cut - 1})"
     lines = [
-        "# Learning from new events without retraining from scratch (issue 17, part 4): ML-100K, time cut",
+        f"# Learning from new events without retraining from scratch (issue 17, part 4): {OmegaConf.load(runs['full']['run'] / 'config.yaml').dataset.name}",
         "",
         (f"Date {datetime.now(timezone.utc):%Y-%m-%d}; seed {args.seed}; machine: 2 CPU cores (Intel Xeon, "
         f"{platform.processor() or platform.machine()}), shared with other jobs, OMP_NUM_THREADS=1; "
-        "SASRec as `experiment=ml100k_sasrec` (early stopping on val/ndcg@10, patience 10), split global_temporal."),
+        f"SASRec as `experiment={args.experiment}` (early stopping on val/ndcg@10, patience 10), split {args.split}."),
         "",
         "```bash",
-        f"OMP_NUM_THREADS=1 python experiments/online_update.py --data-root {args.data_root} --cut {args.cut} --seed {args.seed}",
+        (f"OMP_NUM_THREADS=1 python experiments/online_update.py --data-root {args.data_root} --experiment "
+         f"{args.experiment} --split {args.split} --cut {args.cut} --seed {args.seed}"),
         "```",
         "",
         "which runs:",
@@ -179,16 +204,16 @@ def write(args: argparse.Namespace, runs: dict, rows: dict, out: Path) -> None:
         *[run["command"].replace(str(PROJECT) + "/", "") for run in runs.values()],
         "```",
         "",
-        (f"Cut: {args.cut} ({cut}, the 70th percentile of the 100,000 timestamps). Stale model: "
+        (f"{cut} Stale model: "
         f"{stats['stale']['interactions']:.0f} interactions before the cut, {stats['stale']['items']:.0f} items. "
         f"Update: {stats['updated']['new_items']} new items appended to the map, "
         f"{stats['updated']['training_targets_since']} training targets from the cut to the validation cut "
         f"(the full retrain trains on every target before it: {stats['full']['train_windows']:.0f} windows)."),
         "",
-        ("Later test events: the full data's test events (after 1998-03-31, the 90th percentile), the same for all "
+        (f"Later test events: the full data's test events ({later}), the same for all "
         f"three ({stats['full']['test_samples']:.0f} users, {stats['full'].get('test_targets', 0):.0f} targets); the "
         "stale model ranks only its own items (new items at -inf). Earlier test events: the stale run's test events "
-        f"(the last 10 % of the time before the cut: {stats['stale']['test_samples']:.0f} users, "
+        f"({earlier}: {stats['stale']['test_samples']:.0f} users, "
         f"{stats['stale'].get('test_targets', 0):.0f} targets), ranked among the items known before the cut. "
         "History mask on, full ranking. The full retrain trained on the earlier events (not a forgetting measure)."),
         "",
