@@ -92,3 +92,19 @@ def test_init_from_a_folder_without_a_run_is_one_sentence(tmp_path: Path) -> Non
     assert done.returncode != 0
     assert f"init_from={tmp_path}: {tmp_path / 'item_ids.json'} is missing" in done.stderr
     assert not (tmp_path / "x" / "config.yaml").exists()
+
+
+def test_a_since_after_every_training_event_is_one_sentence(tmp_path: Path) -> None:
+    cut = START + 10**6 * 3600  # long after the last event of every user
+    done = run_train(tmp_path, f"dataset.since={cut}", f"hydra.run.dir={tmp_path / 'x'}")
+    assert done.returncode == 2
+    assert (f"dataset.since={cut}: dataset 'synthetic' has no training event from the cut on (the training part ends "
+            "at the validation cut); move the cut earlier.") in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "x" / "config.yaml").exists()
+
+
+def test_an_until_before_every_event_is_one_sentence(tmp_path: Path) -> None:
+    done = run_train(tmp_path, f"dataset.until={START - 1}", f"hydra.run.dir={tmp_path / 'x'}")
+    assert done.returncode == 2
+    assert f"dataset.until={START - 1}: dataset 'synthetic' has no event before the cut." in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "x" / "config.yaml").exists()
