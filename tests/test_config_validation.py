@@ -107,6 +107,7 @@ RANGE = [
     (["dataset.cold_items=-0.2"], "dataset.cold_items=-0.2 must be a number in [0, 1)."),
     (["dataset.cold_seed=-1"], "dataset.cold_seed=-1 must be an integer >= 0."),
     (["dataset.train_stride=0"], "dataset.train_stride=0 must be an integer >= 1 (or null)."),
+    (["dataset.batch_targets=0"], "dataset.batch_targets=0 must be an integer >= 1 (or null)."),
     (["evaluation.sampled.negatives=0"], "evaluation.sampled.negatives=0 must be an integer >= 1 (or null)."),
     (["evaluation.sampled.negatives=-100"], "evaluation.sampled.negatives=-100 must be an integer >= 1 (or null)."),
     (["evaluation.sampled.seed=-1"], "evaluation.sampled.seed=-1 must be an integer >= 0."),
@@ -167,6 +168,9 @@ CROSS = [
      "encoder.max_len=5 must be >= dataset.max_len=50 (the encoder needs a position for every item of the input window)."),
     (["dataset.train_stride=51"],
      "dataset.train_stride=51 must be <= dataset.max_len=50 (windows further apart would leave targets out of training)."),
+    (["dataset.batch_targets=49"],
+     "dataset.batch_targets=49 must be >= dataset.max_len=50: one training window holds up to max_len targets "
+     "(or null: batches of dataset.batch_size windows)."),
     (["dataset/split=temporal_ratio", "dataset.split.train=0.9", "dataset.split.val=0.2"],
      "dataset.split.train=0.9 + dataset.split.val=0.2 must be < 1 (the rest of each sequence is the test part)."),
     (["dataset/split=temporal_ratio", "dataset.cold_items=0.2"],
@@ -256,6 +260,7 @@ def test_required_value_is_reported_before_the_rules():
 ACCEPTED = [
     ["optimizer.lr=1"], ["optimizer.lr=1e-9"], ["encoder.dropout=0"], ["encoder.dropout=0.99"], ["dataset.max_len=2"],
     ["dataset.train_stride=1"], ["dataset.train_stride=50"], ["dataset.train_stride=null"],
+    ["dataset.batch_targets=50"], ["dataset.batch_targets=4096"], ["dataset.batch_targets=null"],
     ["evaluation.ks=[1]", "objective=val/ndcg@1"], ["callbacks.early_stopping.patience=0"], ["trainer.max_epochs=-1"],
     ["trainer.max_epochs=null"], ["trainer.devices=-1"], ["trainer.devices=auto"], ["trainer.devices=[0,1]"],
     ["trainer.precision=16"], ["trainer.precision=bf16-mixed"], ["trainer.precision=64-true"],

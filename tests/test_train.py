@@ -132,6 +132,22 @@ def test_overlapping_windows_train(encoder, compose_train):
     assert read_json(out / "metrics.json")["dataset"]["train_windows"] == len(datamodule.train_set)
 
 
+@pytest.mark.parametrize("encoder", ["sasrec", "gru4rec"])
+def test_batches_by_target_budget_train(encoder, compose_train):
+    cfg = compose_train(f"encoder={encoder}", "dataset.batch_targets=60", "trainer.max_epochs=4", *TINY)
+    out = Path(cfg.paths.output_dir)
+    datamodule, _ = build(cfg)
+    datamodule.setup("fit")
+    windows = datamodule.train_set.windows
+    steps = math.ceil(int(((windows > 0).sum(dim=1) - 1).sum()) / 60)  # optimiser steps per epoch
+    assert steps > 2 * math.ceil(len(datamodule.train_set) / cfg.dataset.batch_size)  # more, smaller steps
+    train(cfg)
+    losses = epoch_losses(out)
+    assert sorted(losses) == [0, 1, 2, 3] and losses[3] < losses[0], losses
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 4 * steps  # every epoch made ceil(targets / budget) steps
+
+
 def _training_counts(cfg: DictConfig, item_ids: np.ndarray) -> np.ndarray:
     """Training counts per internal id, computed from the raw reader output (leave-one-out: all but 2)."""
     raw = instantiate(cfg.dataset.reader).read().sort_values(["user", "timestamp"], kind="stable")

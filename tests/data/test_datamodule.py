@@ -580,3 +580,106 @@ def test_overlapping_training_windows_carry_how_many_targets_they_own(tmp_path):
     assert "new_targets" not in same.train_set.__getitems__([0])
     with pytest.raises(RecforgeError, match=r"^dataset.train_stride=4 must be between 1 and dataset.max_len=3 "):
         make_dm(tmp_path, train_stride=4)
+
+
+# ------------------------------------------------------------------------------- batches by a target budget
+
+
+def test_budget_cuts_split_the_targets_into_equal_shares_by_hand():
+    from recforge.data.datamodule import budget_cuts
+
+    # 4 windows of 5 targets, 2 batches: 10 and 10
+    assert budget_cuts(torch.tensor([5, 5, 5, 5]), 2).tolist() == [2]
+    # one long window (10 targets) and ten of 1: middles 5, 10.5, 11.5, ...; the share is 10, so the cut is after
+    # the long window: batches of 10 and 10 targets
+    assert budget_cuts(torch.tensor([10] + [1] * 10), 2).tolist() == [1]
+    # shares 34 and 68 both fall in the last window (middle 52): cuts pushed back so no batch is empty
+    assert budget_cuts(torch.tensor([1, 1, 100]), 3).tolist() == [1, 2]
+    # more batches asked than windows: one window each
+    assert budget_cuts(torch.tensor([3, 3]), 5).tolist() == [1]
+    assert budget_cuts(torch.tensor([3, 3]), 1).tolist() == []
+
+
+def test_target_budget_sampler_gives_every_window_once_in_batches_of_about_the_budget():
+    from torch.utils.data import RandomSampler
+
+    from recforge.data.datamodule import TargetBudgetBatchSampler
+
+    torch.manual_seed(0)
+    lengths = torch.randint(2, 52, (1000,))  # (W,) items per window
+    targets = lengths - 1  # (W,) non-overlapping windows train every position but the first
+    sampler = TargetBudgetBatchSampler(RandomSampler(range(1000)), 500, targets, lengths, bucket_batches=4)
+    total = int(targets.sum())
+    assert len(sampler) == -(-total // 500)  # ceil(targets / budget) batches
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(1000))  # every window exactly once
+    sizes = torch.tensor([int(targets[b].sum()) for b in batches])
+    share = total / len(batches)
+    # each batch holds its share of the targets within one window's worth (a window is never split)
+    assert int(sizes.min()) >= share - 50 and int(sizes.max()) <= share + 50
+    # windows of similar length share a batch (sorted inside pools), so short windows come many to a batch
+    spread = sum(int(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
+    assert spread < 49 / 3
+    assert list(sampler) != batches  # a new order every epoch
+
+
+def test_target_budget_sampler_makes_the_same_number_of_steps_on_every_ddp_process():
+    from torch.utils.data import DistributedSampler
+
+    from recforge.data.datamodule import TargetBudgetBatchSampler
+
+    torch.manual_seed(0)
+    targets = torch.randint(1, 51, (999,))
+    data = list(range(999))
+    counts = []
+    for rank in (0, 1):
+        shard = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=True, seed=3)
+        sampler = TargetBudgetBatchSampler(shard, 256, targets)  # no length bucketing
+        batches = list(sampler)
+        assert len(batches) == len(sampler) and all(batches)
+        counts.append(len(batches))
+    # 500 windows per process x the mean targets per window / 256, the same on both processes
+    assert counts[0] == counts[1] == -(-int(500 * float(targets.float().mean())) // 256)
+
+
+def test_datamodule_batch_targets_cuts_training_batches_by_targets(tmp_path):
+    # u1 trains on a b c d e (f validation, g test); with max_len 3 its windows are [b c d e] (3 targets) and
+    # [_ _ a b] (1 target); u2 and u3 have nothing to train. 4 targets at a budget of 3: 2 batches, one window each,
+    # where batch_size=1000 alone would make one batch
+    dm = make_dm(tmp_path, batch_targets=3, batch_size=1000)
+    dm.setup()
+    assert dm.train_set.windows.tolist() == [[2, 3, 4, 5], [0, 0, 1, 2]]
+    batches = list(dm.train_dataloader())
+    assert sorted(int(((b["items"] > 0).sum(dim=1) - 1).sum()) for b in batches) == [1, 3]
+    # overlapping windows (stride 1) own one new target each, and those are what the budget counts: 4 windows of
+    # 1 target at a budget of 3 make ceil(4 / 3) = 2 batches of 2
+    dm = make_dm(tmp_path, batch_targets=3, train_stride=1)
+    dm.setup()
+    assert dm.train_set.new_targets.tolist() == [1, 1, 1, 1]
+    assert sorted(int(b["new_targets"].sum()) for b in dm.train_dataloader()) == [2, 2]
+
+
+def test_a_budget_below_one_window_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(RecforgeError, match=r"^dataset.batch_targets=2 must be >= dataset.max_len=3: one training "
+                                            r"window holds up to max_len targets"):
+        make_dm(tmp_path, batch_targets=2)
+
+
+def test_lightning_swaps_the_target_budget_samplers_sampler_for_a_distributed_one(tmp_path):
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+
+    from recforge.data.datamodule import TargetBudgetBatchSampler
+
+    dm = make_dm(tmp_path, batch_targets=3, train_stride=1)
+    dm.setup()
+    with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+        loader = dm.train_dataloader()  # as Lightning's trainer requests it (recording the init arguments)
+    shard = DistributedSampler(dm.train_set, num_replicas=2, rank=1, shuffle=True, seed=0)
+    loader = _update_dataloader(loader, shard)  # what Lightning does under DDP
+    assert isinstance(loader.batch_sampler, TargetBudgetBatchSampler) and loader.batch_sampler.sampler is shard
+    assert loader.batch_sampler.budget == 3
+    # this process's 2 of the 4 one-target windows: ceil(2 / 3) = 1 batch holding both
+    assert [int(b["new_targets"].sum()) for b in loader] == [2]

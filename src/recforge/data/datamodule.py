@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -175,6 +176,58 @@ class LengthBucketBatchSampler(BatchSampler):
         return [batches[i] for i in torch.randperm(len(batches)).tolist()]
 
 
+class TargetBudgetBatchSampler(BatchSampler):
+    """Batches holding about ``budget`` training targets each instead of a fixed number of windows.
+
+    Short windows carry few targets, so a fixed number of windows makes the step size follow the sequence lengths
+    (Beauty: 256 windows hold about 1,700 targets); a target budget gives every optimiser step the same amount of
+    signal, as a batch of ``budget`` samples does in frameworks that train on one target per sample (RecBole),
+    without encoding every prefix separately. The epoch's windows (with ``lengths``: sorted by length inside pools of
+    ``bucket_batches`` batches, alternately up and down) are cut at equal shares of their cumulative target count into exactly ``len(self)``
+    non-empty batches, which are then shuffled. The batch count depends only on ``len(sampler)``, so under DDP
+    (Lightning swaps ``sampler`` for a DistributedSampler) every process makes the same number of steps.
+    """
+
+    def __init__(self, sampler: Sampler[int], budget: int, targets: Tensor, lengths: Tensor | None = None,
+                 bucket_batches: int = 50) -> None:
+        self.sampler, self.budget, self.bucket_batches = sampler, budget, bucket_batches
+        self.targets = targets  # (W,) training targets of each window
+        self.lengths = lengths  # (W,) or None: no length bucketing
+        self.batch_size, self.drop_last = None, False  # variable batch sizes (read by Lightning as "none fixed")
+
+    def __len__(self) -> int:
+        expected = len(self.sampler) * float(self.targets.float().mean())  # this process's share of the targets
+        return max(1, min(len(self.sampler), math.ceil(expected / self.budget)))
+
+    def __iter__(self):  # type: ignore[override]
+        order = torch.as_tensor(list(self.sampler), dtype=torch.long)  # (W',)
+        if self.lengths is not None:
+            pool = self.budget * self.bucket_batches // max(1, int(self.targets.float().mean().ceil()))
+            # pools sorted up, down, up, ...: a batch cut across two pools joins their longest (or shortest) windows
+            pools = [chunk[torch.argsort(self.lengths[chunk], stable=True, descending=bool(i % 2))]
+                     for i, chunk in enumerate(order.split(max(1, pool)))]
+            order = torch.cat(pools) if pools else order
+        batches = budget_cuts(self.targets[order], len(self))
+        chunks = order.tensor_split(batches)
+        yield from (chunks[i].tolist() for i in torch.randperm(len(chunks)).tolist())
+
+
+def budget_cuts(targets: Tensor, num_batches: int) -> Tensor:
+    """Where to cut a sequence of windows with ``targets`` (W,) targets each into ``num_batches`` non-empty runs of
+    about equal target counts: the (num_batches - 1,) start indices of runs 2 .. num_batches, strictly increasing.
+    A window goes to the run that holds the middle of its targets."""
+    count = len(targets)
+    num_batches = max(1, min(num_batches, count))
+    middle = targets.double().cumsum(0) - targets.double() / 2  # (W,) cumulative position of each window's middle
+    share = float(targets.sum()) / num_batches
+    cuts = torch.searchsorted(middle, torch.arange(1, num_batches, dtype=torch.double) * share)  # (n-1,)
+    # every run non-empty: cut k at least k and at most count - (n - k)
+    k = torch.arange(1, num_batches)
+    cuts = torch.minimum(torch.maximum(cuts, k), count - num_batches + k)
+    # strictly increasing: cuts - k non-decreasing (stays within [0, count - num_batches])
+    return torch.cummax(cuts - k, 0).values + k if len(cuts) else cuts
+
+
 class LengthSortedSampler(Sampler[int]):
     """Every index once, shortest first (a stable sort: equal lengths keep index order), the same every epoch.
 
@@ -258,6 +311,15 @@ def stride_within_window(args: Arguments) -> str | None:
             "(windows further apart would leave targets out of training)")
 
 
+def budget_holds_a_window(args: Arguments) -> str | None:
+    """A target budget holds at least one whole window's targets (up to max_len), or a batch could not be cut."""
+    budget, max_len = args["batch_targets"], args["max_len"]
+    if budget is ABSENT or budget is None or max_len is ABSENT or budget >= max_len:
+        return None
+    return (f"{args.key('batch_targets')}={budget} must be >= {args.key('max_len')}={max_len}: one training window "
+            "holds up to max_len targets (or null: batches of dataset.batch_size windows)")
+
+
 def cold_items_need_leave_one_out(args: Arguments) -> str | None:
     """A cold-start split holds cold items out as leave-one-out validation and test targets only."""
     cold, split = args["cold_items"], part_class(args["split"])
@@ -276,8 +338,9 @@ class SequenceDataModule(L.LightningDataModule):
         max_len=int_at_least(2), **LOADER_RULES, min_rating=optional(NUMBER), user_k=int_at_least(0),
         item_k=int_at_least(0), bucket_by_length=BOOLEAN, cold_items=number_in(0, 1), cold_seed=int_at_least(0),
         train_stride=optional(int_at_least(1)), since=optional(NUMBER), until=optional(NUMBER),
+        batch_targets=optional(int_at_least(1)),
     )
-    argument_checks = (stride_within_window, cold_items_need_leave_one_out)
+    argument_checks = (stride_within_window, budget_holds_a_window, cold_items_need_leave_one_out)
 
     def __init__(
         self,
@@ -299,6 +362,7 @@ class SequenceDataModule(L.LightningDataModule):
         train_stride: int | None = None,
         since: float | None = None,
         until: float | None = None,
+        batch_targets: int | None = None,
     ) -> None:
         super().__init__()
         # train_stride and cold_items keep their own wording here (pinned by tests/data), checked first
@@ -312,11 +376,13 @@ class SequenceDataModule(L.LightningDataModule):
         check_arguments(SequenceDataModule, "dataset", max_len=max_len, batch_size=batch_size,
                         eval_batch_size=eval_batch_size, num_workers=num_workers, min_rating=min_rating,
                         user_k=user_k, item_k=item_k, bucket_by_length=bucket_by_length, cold_items=cold_items,
-                        cold_seed=cold_seed, train_stride=train_stride, split=split)
+                        cold_seed=cold_seed, train_stride=train_stride, split=split, batch_targets=batch_targets)
         self.name, self.reader, self.split_fn, self.max_len = name, reader, split, max_len
         self.root = root  # the data root the reader's path came from (named in error messages)
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.bucket_by_length = bucket_by_length
+        # training batches of about this many targets instead of batch_size windows (None: batch_size windows)
+        self.batch_targets = batch_targets
         self.min_rating, self.user_k, self.item_k = min_rating, user_k, item_k
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.sequences: Sequences | None = None
@@ -492,6 +558,14 @@ class SequenceDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        if self.batch_targets is not None:
+            windows = self.train_set.windows
+            targets = ((windows > 0).sum(dim=1) - 1 if self.train_set.new_targets is None
+                       else self.train_set.new_targets)  # (W,) targets each window trains
+            lengths = (windows > 0).sum(dim=1) if self.bucket_by_length else None  # (W,)
+            sampler = TargetBudgetBatchSampler(RandomSampler(self.train_set), self.batch_targets, targets, lengths)
+            return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=_identity,
+                              num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
         if not self.bucket_by_length:
             return self._loader(self.train_set, self.batch_size, shuffle=True)
         lengths = (self.train_set.windows > 0).sum(dim=1)  # (W,)
