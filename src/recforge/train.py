@@ -21,6 +21,7 @@ from recforge.run.cli import user_errors
 from recforge.run.compress import attach_teacher, prune_encoder
 from recforge.run.fit import fit_and_test, objective_value, tested_validation
 from recforge.run.init_from import load_earlier_weights
+from recforge.run.item_init import init_item_tables
 from recforge.run.loggers import log_config, log_final_metrics
 from recforge.run.progress import RunSummary
 from recforge.run.records import write_json, write_run_records
@@ -38,7 +39,10 @@ def train(cfg: DictConfig, identity: dict[str, Any] | None = None) -> dict[str, 
     resume = checkpoint_to_resume(cfg, out)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module = build(cfg)
-    load_earlier_weights(cfg, module, item_id_map(datamodule))  # init_from: the earlier run's weights
+    item_map = item_id_map(datamodule)
+    if not cfg.get("resume"):  # item_embedder.init_from: item rows from another run's item vectors
+        init_item_tables(module, item_map and item_map["item_ids"])
+    load_earlier_weights(cfg, module, item_map)  # init_from: the earlier run's weights
     attach_teacher(module, cfg, datamodule)  # distill.teacher: a frozen teacher's softened scores in the loss
     prune_encoder(module, cfg)  # prune.amount: the encoder's linear weights pruned, then fine-tuned
     if cfg.get("compile"):

@@ -63,15 +63,17 @@ EMBEDDER_RULES = rule_table(hidden_size=int_at_least(1), init_std=number_at_leas
 class IdEmbedding(ItemEmbedder):
     """One learned vector per item id. Row 0 is padding; row num_items + 1 is the [MASK] token (BERT4Rec).
 
-    Initialised from normal(0, 0.02) as in the reference SASRec/BERT4Rec code.
+    Initialised from normal(0, 0.02) as in the reference SASRec/BERT4Rec code. ``init_from``: a finished run whose
+    item vectors replace the rows of the items both know (matched by raw id; done by
+    :func:`recforge.run.item_init.init_item_tables` once the data is read), e.g. LightGCN's for a SASRec.
     """
 
     argument_rules = EMBEDDER_RULES
 
-    def __init__(self, num_items: int, hidden_size: int, init_std: float = 0.02) -> None:
+    def __init__(self, num_items: int, hidden_size: int, init_std: float = 0.02, init_from: str | None = None) -> None:
         super().__init__()
         check_arguments(IdEmbedding, "item_embedder", hidden_size=hidden_size, init_std=init_std)
-        self.num_items, self.hidden_size = num_items, hidden_size
+        self.num_items, self.hidden_size, self.init_from = num_items, hidden_size, init_from
         self.table = nn.Embedding(num_items + 2, hidden_size, padding_idx=0)
         nn.init.normal_(self.table.weight, std=init_std)
         with torch.no_grad():

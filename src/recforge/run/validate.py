@@ -108,6 +108,7 @@ RULES: tuple[Rule, ...] = (
     Rule("compile", BOOLEAN),
     Rule("ckpt_path", optional(TEXT)),
     Rule("init_from", optional(TEXT)),
+    Rule("item_embedder.init_from", optional(TEXT)),
     Rule("evaluation.ks", CUTOFFS),
     Rule("evaluation.mask_history", one_of(True, False, "s3rec")),
     Rule("evaluation.item_chunk_size", optional(int_at_least(1))),
