@@ -2,7 +2,7 @@
 
     <recbole-venv>/bin/python benchmarks/recbole_runner.py SPEC.json OUT.json
 
-SPEC.json (written by the driver): ``model`` (SASRec | GRU4Rec), ``dataset``, ``config`` (RecBole config dict:
+SPEC.json (written by the driver): ``model`` (SASRec | GRU4Rec | LightGCN), ``dataset``, ``config`` (RecBole config dict:
 data_path, checkpoint_dir, eval_args, sizes, ...), ``inter_file`` (the exported atomic file), ``mask_history``
 (mask each user's earlier items in validation and test, as recforge does) and ``budget_seconds`` (null or a
 wall-clock cap on training: training stops after the first epoch that ends past it).
@@ -113,7 +113,7 @@ def apply_shims() -> None:
 
 
 def mask_history_collate(collate: Any, indptr: Any, flat: Any, uid_field: str) -> Any:
-    """Wrap a FullSortEvalDataLoader's sequential collate so it returns RecBole's own ``history_index``
+    """Wrap a FullSortEvalDataLoader's collate (sequential or general models) so it returns RecBole's own ``history_index``
     (rows, item ids), which ``_full_sort_batch_eval`` masks. ``indptr``/``flat`` (LongTensors) hold each
     internal user id's history (target already left out), so a batch costs a few vectorised gathers."""
     import torch
@@ -151,10 +151,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
-    from recbole.model import sequential_recommender
+    from recbole.model import general_recommender, sequential_recommender
     from recbole.utils import init_logger, init_seed
 
-    model_class = getattr(sequential_recommender, spec["model"])
+    model_class = getattr(sequential_recommender, spec["model"], None) or getattr(general_recommender, spec["model"])
     argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config parses sys.argv as --key=value settings
     try:
         config = Config(model=model_class, dataset=spec["dataset"], config_dict=spec["config"])
