@@ -15,7 +15,12 @@ from recforge.data.datamodule import TrainingData
 from recforge.errors import RecforgeError
 from recforge.models.decoders import DotProduct
 from recforge.models.embedders import IdEmbedding
-from recforge.models.encoders.lightgcn import GraphEmbedding, LightGCN, normalized_adjacency, propagate
+from recforge.models.encoders.lightgcn import (
+    GraphEmbedding,
+    LightGCN,
+    normalized_adjacency,
+)
+from recforge.models.encoders.mf import MatrixFactorization
 from recforge.models.losses import BPR
 from recforge.models.module import NextItemModule
 from recforge.models.samplers import UniformNegatives
@@ -173,8 +178,6 @@ def test_pairing_is_checked(compose_train):
 def test_zero_layers_is_matrix_factorisation():
     """num_layers=0: the propagated vectors are the ego vectors, so LightGCN scores as encoder=mf with the same
     weights (end to end on ML-100K, the two runs' validation curves were identical, seed 42)."""
-    from recforge.models.encoders.mf import MatrixFactorization
-
     embedder = GraphEmbedding(num_items=3, hidden_size=4, num_users=2, num_layers=0)
     embedder.fit_data(hand_graph())
     mf = MatrixFactorization(IdEmbedding(3, 4), num_users=2, max_len=3)

@@ -68,7 +68,7 @@ class GraphEmbedding(ItemEmbedder, FitsData):
     ego vectors through the graph); without gradients the last propagation is reused until a weight changes.
     """
 
-    argument_rules = {**EMBEDDER_RULES, **rule_table(num_layers=int_at_least(0))}  # recforge.rules
+    argument_rules = rule_table(**EMBEDDER_RULES, num_layers=int_at_least(0))  # recforge.rules
 
     def __init__(self, num_items: int, hidden_size: int, num_users: int, num_layers: int = 3,
                  init_std: float = 0.02) -> None:
