@@ -421,7 +421,7 @@ PROTOCOL_TEXT = [
      "by RecBole's bundled copy of MovieLens-100K (its own ids and timestamps), which the split check catches."),
     "",
     ("LightGCN (a general recommender on both sides: item order ignored): 3 propagation layers, hidden 64, Adam "
-     "lr 1e-3, BPR with one uniform negative per training interaction; RecBole samples batches of 2048 "
+     "with the experiment's lr (2e-2), BPR with one uniform negative per training interaction; RecBole samples batches of 2048 "
      "(user, item) training interactions and adds its default L2 term on the batch's ego vectors "
      "(reg_weight 1e-5), recforge samples user windows (`dataset.max_len` + 1 interactions each, every one a "
      "target) and has no L2 term. The split check counts RecBole's training interactions."),
