@@ -51,6 +51,7 @@ from recforge.models.encoders.bert4rec import BERT4Rec
 from recforge.models.encoders.content import ContentEncoder
 from recforge.models.encoders.gru4rec import GRU4Rec
 from recforge.models.encoders.itemknn import ItemKNNScores, MultiHot
+from recforge.models.encoders.lightgcn import LightGCN
 from recforge.models.encoders.mf import MatrixFactorization
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 from recforge.models.encoders.sasrec import SASRec
@@ -132,7 +133,7 @@ def test_discovery_finds_every_known_group_and_option():
     by_group: dict[str, set[str]] = {}
     for group, option in OPTIONS:
         by_group.setdefault(group, set()).add(option)
-    assert by_group["encoder"] >= {"sasrec", "bert4rec", "gru4rec", "popularity"}
+    assert by_group["encoder"] >= {"sasrec", "bert4rec", "gru4rec", "popularity", "mf", "itemknn", "lightgcn"}
     assert by_group["dataset"] >= {"synthetic", "synthetic_20m", "csv", "ml-100k", "ml-1m", "ml-20m", "beauty",
                                    "lastfm", "sports", "toys", "yelp"}
     assert by_group["dataset/split"] >= {"leave_one_out", "temporal_ratio", "global_temporal"}
@@ -329,6 +330,7 @@ KNOWN_ENCODERS = {
     "content": (ContentEncoder, DotProduct, False),
     "mf": (MatrixFactorization, DotProduct, True),
     "itemknn": (MultiHot, ItemKNNScores, False),
+    "lightgcn": (LightGCN, DotProduct, True),
 }
 
 
@@ -338,6 +340,7 @@ def _check_built(cfg: DictConfig) -> tuple[SequenceDataModule, Any]:
     assert type(module.decoder) is get_class(cfg.decoder._target_)
     assert module.decoder.num_items == dm.num_items
     batch = dm.test_set.__getitems__(list(range(5)))
+    module.fit_parts(dm)  # data-fitted parts (popularity counts, ItemKNN similarities, LightGCN's graph)
     module.eval()
     with torch.no_grad():
         scores = module.score(batch["input"])

@@ -54,7 +54,8 @@ NEXT_ITEM_TASK = {"_target_": "recforge.models.module.NextItemModule"}  # runs s
 def build_module(cfg: DictConfig, num_items: int, num_users: int = 0) -> L.LightningModule:
     """The parts sized for ``num_items`` items (and ``num_users`` users for a part with user vectors), wired
     into the task's LightningModule (no data read)."""
-    embedder = instantiate(cfg.item_embedder, num_items=num_items)
+    embedder_users = {"num_users": num_users} if "num_users" in cfg.item_embedder else {}  # LightGCN's graph
+    embedder = instantiate(cfg.item_embedder, num_items=num_items, **embedder_users)
     users = {"num_users": num_users} if "num_users" in cfg.decoder else {}
     encoder_users = {"num_users": num_users} if "num_users" in cfg.encoder else {}  # matrix factorisation
     task = cfg.get("task") or OmegaConf.create(

@@ -46,6 +46,7 @@ from recforge.data.splits import SequencesSplit
 from recforge.errors import RecforgeError
 from recforge.evaluation.metrics import SET_METRICS
 from recforge.models.encoders.itemknn import ItemKNNScores, MultiHot
+from recforge.models.encoders.lightgcn import GraphEmbedding, LightGCN
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 from recforge.rules import (
     ABSENT,
@@ -389,6 +390,8 @@ PAIRINGS: tuple[Pairing, ...] = (
             "the popularity baseline pairs them: pass encoder=popularity, which selects both"),
     Pairing("encoder", MultiHot, "decoder", ItemKNNScores,
             "the ItemKNN baseline pairs them: pass encoder=itemknn, which selects both"),
+    Pairing("encoder", LightGCN, "item_embedder", GraphEmbedding,
+            "LightGCN propagates users and items together: pass encoder=lightgcn, which selects both"),
 )
 
 
@@ -413,12 +416,12 @@ def parts_paired(cfg: DictConfig) -> list[str]:
 
 
 def users_need_next_item_task(cfg: DictConfig) -> str | None:
-    """An encoder with a vector per user (encoder=mf) is a next-item ranking model: the rating tasks read the
+    """An encoder with a vector per user (encoder=mf, lightgcn) is a next-item ranking model: the rating tasks read the
     history only (their user vectors are decoder=biased_dot's)."""
     encoder, task = _group_class(cfg, "encoder"), _sample_kind(cfg, "task")
     if encoder is None or not getattr(encoder, "uses_users", False) or task in (None, "sequences"):
         return None
-    return (f"encoder {encoder.__qualname__} (encoder=mf) learns a vector per user for next-item ranking (task=next_item), "
+    return (f"encoder {encoder.__qualname__} (a per-user encoder: encoder=mf, lightgcn) learns a vector per user for next-item ranking (task=next_item), "
             "not for task=value or task=intent, whose user vectors are decoder=biased_dot's")
 
 
