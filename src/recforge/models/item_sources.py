@@ -23,7 +23,12 @@ from torch import Tensor, nn
 
 from recforge.data.item_attributes import AttributeBags
 from recforge.errors import RecforgeError
-from recforge.models.embedders import EMBEDDER_RULES, ItemEmbedder, _linear, _zero_padding_row
+from recforge.models.embedders import (
+    EMBEDDER_RULES,
+    ItemEmbedder,
+    _linear,
+    _zero_padding_row,
+)
 from recforge.rules import check_arguments
 
 
