@@ -150,3 +150,13 @@ class FakeData:
 
 def test_attach_item_features_reads_nothing_without_a_part():
     assert attach_item_features(nn.Linear(2, 2), object()) == 0
+
+
+def test_attach_item_features_names_a_missing_attribute_column():
+    embedder = AttributeEmbedding(num_items=3, hidden_size=2)
+    data = FakeData()
+    data.reader = type("NoColumn", (), {"item_text": FakeReader.item_text})()
+    with pytest.raises(RecforgeError, match=r"^dataset 'fake' names no attribute column; set item_attributes.column"):
+        attach_item_features(embedder, data)
+    assert attach_item_features(embedder, data, column="genres") == 1  # the override needs no reader column
+    assert embedder.bags[1:-1].tolist() == [[1, 2], [3, 0], [0, 0]]  # x: a, b; y: c; z: none
