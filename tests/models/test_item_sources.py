@@ -160,3 +160,23 @@ def test_attach_item_features_names_a_missing_attribute_column():
         attach_item_features(embedder, data)
     assert attach_item_features(embedder, data, column="genres") == 1  # the override needs no reader column
     assert embedder.bags[1:-1].tolist() == [[1, 2], [3, 0], [0, 0]]  # x: a, b; y: c; z: none
+
+
+def test_cold_id_rows_come_from_the_attribute_neighbours():
+    """multi [id, attributes]: item 3 (cold) shares item 1's attributes, so with k = 1 its id row becomes item 1's."""
+    from recforge.models.embedders import text_neighbour_rows
+
+    multi = MultiEmbedding(3, 2, sources={"id": functools.partial(IdEmbedding, hidden_size=2),
+                                          "attributes": functools.partial(AttributeEmbedding, hidden_size=2)})
+    multi.sources["attributes"].attach_item_attributes(
+        AttributeBags(torch.tensor([[1, 2], [3, 0], [1, 2]]), ["a", "b", "c"], missing=0))
+    with torch.no_grad():
+        multi.sources["attributes"].table.weight.copy_(TABLE)
+    ids, content = multi.id_and_content()
+    assert ids is multi.sources["id"]
+    torch.testing.assert_close(content, torch.tensor([[0.0, 0.0], [2.0, 4.0], [-1.0, 0.5], [2.0, 4.0]]))
+    cold = torch.tensor([False, False, False, True])
+    rows = text_neighbour_rows(ids.table.weight[:4], content, cold, k=1)  # (1, H)
+    torch.testing.assert_close(rows, ids.table.weight[1:2])
+    only_id = MultiEmbedding(3, 2, sources={"id": functools.partial(IdEmbedding, hidden_size=2)})
+    assert only_id.id_and_content() is None  # no content to find neighbours by

@@ -25,6 +25,8 @@ from recforge.data.item_attributes import AttributeBags
 from recforge.errors import RecforgeError
 from recforge.models.embedders import (
     EMBEDDER_RULES,
+    HasIdAndContent,
+    IdEmbedding,
     ItemEmbedder,
     _linear,
     _zero_padding_row,
@@ -223,7 +225,7 @@ class GateSources(SourceFusion):
         return (torch.softmax(logits, dim=-2) * x).sum(dim=-2)  # (..., H)
 
 
-class MultiEmbedding(ItemEmbedder):
+class MultiEmbedding(ItemEmbedder, HasIdAndContent):
     """Several item embedders (``sources``: name -> a callable building one from num_items, e.g. a partial of
     IdEmbedding, TextEmbedding, AttributeEmbedding or VectorEmbedding) fused into H by ``fusion``.
 
@@ -255,3 +257,11 @@ class MultiEmbedding(ItemEmbedder):
     def output_weights(self) -> Tensor:
         """(N+1, H): fused vectors of ids 0..N, row 0 zero."""
         return _zero_padding_row(self.fusion([source.output_weights() for source in self.sources.values()]))
+
+    def id_and_content(self) -> tuple[IdEmbedding, Tensor] | None:
+        """The ``id`` source and the other sources' vectors of ids 0..N side by side (N+1, (S-1) H), or None."""
+        ids = next((source for name, source in self.sources.items() if name == "id"), None)
+        others = [source for name, source in self.sources.items() if name != "id"]
+        if not isinstance(ids, IdEmbedding) or not others:
+            return None
+        return ids, torch.cat([source.output_weights() for source in others], dim=-1).detach()
