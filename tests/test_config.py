@@ -46,7 +46,7 @@ from recforge.evaluation.sampled import (
     UniformCandidates,
 )
 from recforge.models.decoders import DotProduct
-from recforge.models.embedders import Fusion, IdEmbedding
+from recforge.models.embedders import Fusion, IdEmbedding, TextEmbedding
 from recforge.models.encoders.bert4rec import BERT4Rec
 from recforge.models.encoders.content import ContentEncoder
 from recforge.models.encoders.gru4rec import GRU4Rec
@@ -56,6 +56,13 @@ from recforge.models.encoders.mf import MatrixFactorization
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 from recforge.models.encoders.sasrec import SASRec
 from recforge.models.heads import BiasedDot, PointwiseHead
+from recforge.models.item_sources import (
+    AttributeEmbedding,
+    MultiEmbedding,
+    SourceFusion,
+    SumSources,
+    VectorEmbedding,
+)
 from recforge.models.losses import BPR, CrossEntropy, SampledBCE, SampledSoftmax
 from recforge.models.module import NextItemModule
 from recforge.models.pointwise_module import PointwiseModule
@@ -404,8 +411,36 @@ def check_decoder(option: str, compose_train, tmp_path: Path) -> None:
         assert module.decoder.item_embedder is module.encoder.item_embedder
 
 
+def vector_file(tmp_path: Path) -> Path:
+    """Vectors (3 dims) of the synthetic items 0..49 (items 50..59 have none): row i is (i, 2i, 3i) / 150."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "vectors.parquet"
+    vectors = [[i / 150, 2 * i / 150, 3 * i / 150] for i in range(50)]
+    pq.write_table(pa.table({"item": [str(i) for i in range(50)], "vector": vectors}), path)
+    return path
+
+
+def check_side_features(embedder: Any, dm: SequenceDataModule) -> None:
+    """Attribute and vector embedders got the synthetic items' categories and file vectors by raw id."""
+    raw = [int(i) for i in dm.load_sequences().item_ids[1:]]  # raw id of internal ids 1..N
+    if isinstance(embedder, AttributeEmbedding):  # one category per synthetic item: its row is that vector
+        frame = dm.reader.item_text().set_index("item")
+        categories = sorted(set(frame["category"]))
+        assert embedder.table.num_embeddings == len(categories) + 1
+        expected = [categories.index(frame.loc[str(r), "category"]) + 1 for r in raw]
+        assert embedder.bags[1:-1, 0].tolist() == expected
+        torch.testing.assert_close(embedder.output_weights()[1:], embedder.table.weight[expected])
+    if isinstance(embedder, VectorEmbedding):
+        assert embedder.present[1:-1].tolist() == [r < 50 for r in raw]
+        expected = torch.tensor([[r / 150, 2 * r / 150, 3 * r / 150] if r < 50 else [0.0] * 3 for r in raw])
+        torch.testing.assert_close(embedder.vectors[1:-1], expected)
+
+
 def check_item_embedder(option: str, compose_train, tmp_path: Path) -> None:
-    cfg = compose_train(f"item_embedder={option}", *TINY)
+    extra = [f"item_embedder.path={vector_file(tmp_path)}"] if option == "vectors" else []
+    cfg = compose_train(f"item_embedder={option}", *TINY, *extra)
     dm, module = _check_built(cfg)
     embedder = module.encoder.item_embedder
     assert type(embedder) is get_class(cfg.item_embedder._target_)
@@ -414,6 +449,38 @@ def check_item_embedder(option: str, compose_train, tmp_path: Path) -> None:
         assert isinstance(embedder, IdEmbedding)
         assert tuple(embedder.table.weight.shape) == (dm.num_items + 2, 16)  # + padding + [MASK]
         assert torch.count_nonzero(embedder.table.weight[0]) == 0
+    check_side_features(embedder, dm)
+    if option == "multi":  # id and text by default, summed
+        assert list(embedder.sources) == ["id", "text"] and type(embedder.fusion) is SumSources
+        assert isinstance(embedder.sources["text"], TextEmbedding) and embedder.sources["text"].text.ready
+
+
+def check_item_source(option: str, compose_train, tmp_path: Path) -> None:
+    """A source of item_embedder=multi is built by its _target_, gets its data and is summed with an id source."""
+    extra = [f"item_source.vectors.path={vector_file(tmp_path)}"] if option == "vectors" else []
+    sources = "[id]" if option == "id" else f"[id,{option}]"
+    cfg = compose_train("item_embedder=multi", f"item_source={sources}", *TINY, *extra)
+    dm, module = _check_built(cfg)
+    embedder = module.encoder.item_embedder
+    assert isinstance(embedder, MultiEmbedding) and list(embedder.sources) == sources.strip("[]").split(",")
+    assert type(embedder.sources[option]) is get_class(cfg.item_source[option]._target_)
+    check_side_features(embedder.sources[option], dm)
+    items = torch.tensor([[0, 1, 2, 3]])
+    with torch.no_grad():
+        expected = sum(source(items) for source in embedder.sources.values())
+        torch.testing.assert_close(embedder(items), expected)
+
+
+def check_source_fusion(option: str, compose_train, tmp_path: Path) -> None:
+    """A source fusion reaches item_embedder=multi by _target_ and fuses id and attribute vectors to H."""
+    cfg = compose_train("item_embedder=multi", "item_source=[id,attributes]", f"source_fusion={option}", *TINY)
+    _, module = _check_built(cfg)
+    embedder = module.encoder.item_embedder
+    assert type(embedder.fusion) is get_class(cfg.source_fusion._target_)
+    assert isinstance(embedder.fusion, SourceFusion)
+    with torch.no_grad():
+        fused = embedder(torch.tensor([[1, 0]]))  # (1, 2, H)
+    assert fused.shape == (1, 2, cfg.hidden_size) and not fused[0, 1].any()  # padding stays zero
 
 
 def check_fusion(option: str, compose_train, tmp_path: Path) -> None:
@@ -783,6 +850,8 @@ CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
     "decoder": check_decoder,
     "item_embedder": check_item_embedder,
     "fusion": check_fusion,
+    "item_source": check_item_source,
+    "source_fusion": check_source_fusion,
     "loss": check_loss,
     "loss/sampler": check_loss_sampler,
     "optimizer": check_optimizer,

@@ -15,6 +15,7 @@ from recforge.data.datamodule import SequenceDataModule
 from recforge.data.reviews import ReviewDataModule
 from recforge.models.module import NextItemModule
 from recforge.run.init_from import attach_earlier_items
+from recforge.run.item_features import attach_item_features
 from recforge.run.item_text import attach_item_text
 
 
@@ -30,6 +31,8 @@ def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
     # text item embedders get their item texts (frozen embeddings through the cache); id models read nothing
     item_text = OmegaConf.to_container(cfg.item_text, resolve=True) if cfg.get("item_text") else {}
     attach_item_text(module, datamodule, cache_dir=cfg.paths.cache_dir, **item_text)  # type: ignore[arg-type]
+    # attribute and vector item embedders get the attribute bags and raw ids of the items
+    attach_item_features(module, datamodule, column=cfg.get("item_attributes", {}).get("column"))
     return datamodule, module
 
 
