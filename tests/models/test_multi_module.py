@@ -14,6 +14,7 @@ import torch
 from omegaconf import open_dict
 
 from recforge.errors import RecforgeError
+from recforge.eval import evaluate
 from recforge.models.multi_module import MultiTaskModule
 from recforge.models.weighting import FixedWeights, UncertaintyWeights
 from recforge.run.build import build
@@ -88,6 +89,9 @@ def test_multi_task_trains_and_logs_every_head(weighting, compose_train, tmp_pat
     assert written["val"]["intent/auc"] == pytest.approx(max(val_auc), rel=1e-6)
     assert written["test"] == pytest.approx(metrics["test"], rel=1e-12)
     assert set(written["dataset"]) >= {"next_item_held_out", "train_windows", "mean_train_intent"}
+    if weighting == "fixed":  # recforge-eval re-tests the best checkpoint to the same numbers
+        again = evaluate(out, "best", "test", [], tmp_path / "eval")
+        assert again == pytest.approx(written["test"], rel=1e-9)
 
 
 def test_multi_module_is_built_from_the_config(compose_train, tmp_path):

@@ -67,13 +67,18 @@ class MultiTaskModule(TaskModule):
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is None:
+        if datamodule is None:  # testing on bare dataloaders (recforge-eval calls fit_parts itself)
             return
-        for acc in (self.val_ranks, self.test_ranks):  # beyond-accuracy metrics of the ranking
-            acc.num_items, acc.item_counts = len(datamodule.training_data.item_counts) - 1, datamodule.training_data.item_counts
+        self.fit_parts(datamodule)
         if stage == "fit":
             for task in self.heads.values():
                 task.head.init_global_bias(task.metrics.initial_bias(datamodule.train_means[task.label]))
+
+    def fit_parts(self, datamodule: Any) -> None:
+        """The training popularity of every item, for the ranking's beyond-accuracy metrics (coverage, gini, ...)."""
+        counts = datamodule.training_data.item_counts  # (N+1,)
+        for acc in (self.val_ranks, self.test_ranks):
+            acc.num_items, acc.item_counts = len(counts) - 1, counts
 
     # ---- training -------------------------------------------------------------------------------------
     def next_item_loss(self, batch: dict[str, Tensor]) -> Tensor:
@@ -151,7 +156,7 @@ class MultiTaskModule(TaskModule):
         """Every head's metrics as ``<task>/<metric>`` over its own unique samples, logged as ``stage/<task>/<metric>``."""
         ranks = self.val_ranks if stage == "val" else self.test_ranks
         metrics = {f"{NEXT_ITEM}/{k}": v for k, v in ranks.compute().items()}
-        self.evaluated_samples[f"{stage}/{NEXT_ITEM}"] = ranks.num_samples
+        self.evaluated_samples[f"{stage}/{NEXT_ITEM}"] = ranks.num_samples  # and stage/<head> below; stage: all
         ranks.reset()
         for name, task in self.heads.items():
             acc = task.val_acc if stage == "val" else task.test_acc
@@ -159,6 +164,7 @@ class MultiTaskModule(TaskModule):
             acc.reset()
             self.evaluated_samples[f"{stage}/{name}"] = int(labels.numel())
             metrics.update({f"{name}/{k}": v for k, v in task.metrics(outputs, labels).items()})
+        self.evaluated_samples[stage] = sum(n for key, n in self.evaluated_samples.items() if key.startswith(f"{stage}/"))
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=True, reduce_fx="max",
                       add_dataloader_idx=False)
         return metrics
