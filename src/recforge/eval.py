@@ -51,9 +51,8 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str], o
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     if isinstance(module, NextItemModule | MultiTaskModule):  # setup() gets no datamodule here: data-fitted parts
         module.fit_parts(datamodule)  # (popularity counts, ItemKNN), the beyond-accuracy metrics' popularity, cold items
-    if isinstance(module, NextItemModule):
-        if module.sampled is not None:  # the evaluated split is the "test" stage of trainer.test
-            module.sampled.fit(datamodule.training_data.item_counts, {"test": (split, loader.dataset)})
+    if isinstance(module, NextItemModule) and module.sampled is not None:  # the split is trainer.test's "test" stage
+        module.sampled.fit(datamodule.training_data.item_counts, {"test": (split, loader.dataset)})
     with warnings.catch_warnings():  # Lightning's advice against DDP testing: samples it repeats count once here
         warnings.filterwarnings("ignore", message="Using `DistributedSampler` with the dataloaders")
         trainer.test(module, dataloaders=loader)  # under DDP every process ends with the metrics of all samples
