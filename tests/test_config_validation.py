@@ -305,6 +305,10 @@ NEEDS = {
     ("loss", "bce_logits"): ["task=intent", "dataset=ml-100k-ratings"],
     # review texts go with a text task (its experiment)
     ("dataset", "clothing-reviews"): ["experiment=clothing_intent"],
+    # task=multi: its dataset, its loss weighting
+    ("task", "multi"): ["dataset=ml-100k-multi"],
+    ("dataset", "ml-100k-multi"): ["task=multi"],
+    ("weighting", "*"): ["task=multi", "dataset=ml-100k-multi"],
 }
 
 
