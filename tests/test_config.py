@@ -29,6 +29,7 @@ from torch import Tensor
 
 import recforge
 from recforge.data.datamodule import SequenceDataModule, TrainingData
+from recforge.data.multitask import MultiTaskDataModule
 from recforge.data.preprocess import Sequences
 from recforge.data.ratings import RandomHoldout, RandomKFold, RatingDataModule
 from recforge.data.splits import (
@@ -65,6 +66,7 @@ from recforge.models.item_sources import (
 )
 from recforge.models.losses import BPR, CrossEntropy, SampledBCE, SampledSoftmax
 from recforge.models.module import NextItemModule
+from recforge.models.multi_module import MultiTaskModule
 from recforge.models.pointwise_module import PointwiseModule
 from recforge.models.samplers import (
     InBatchNegatives,
@@ -73,6 +75,7 @@ from recforge.models.samplers import (
     UniformNegatives,
 )
 from recforge.models.schedules import WarmupCosine
+from recforge.models.weighting import FixedWeights, UncertaintyWeights
 from recforge.run.build import build, build_trainer
 from recforge.run.progress import (
     CompactModelSummary,
@@ -178,6 +181,9 @@ def check_dataset(option: str, compose_train, tmp_path: Path) -> None:
     if base.dataset._target_ == "recforge.data.ratings.RatingDataModule":  # intent/value samples
         check_rating_dataset(option, compose_train)
         return
+    if base.dataset._target_ == "recforge.data.multitask.MultiTaskDataModule":  # task=multi
+        check_multi_dataset(option, compose_train)
+        return
     if base.dataset._target_ == "recforge.data.reviews.ReviewDataModule":  # text tasks (review texts)
         check_review_dataset(option, compose_train)
         return
@@ -246,6 +252,42 @@ def check_rating_dataset(option: str, compose_train) -> None:
         assert (dm.stats["users"], dm.stats["items"], dm.stats["ratings"]) == (943, 1682, 100000)
         assert dm.stats["test_samples"] == 20000 and dm.stats["val_samples"] == 4000
         assert dm.stats["mean_train_label"] == pytest.approx(3.53, abs=0.01)
+
+
+def check_multi_dataset(option: str, compose_train) -> None:
+    """task=multi data: the rating tasks' 5-fold split, next-item leave-one-out on each user's training ratings
+    (tests/data/test_multitask_data.py checks that no held-out label reaches a training input)."""
+    cfg = compose_train(f"dataset={option}", "task=multi", f"dataset.root={SHARED_DATA}")
+    dm = instantiate(cfg.dataset)
+    assert isinstance(dm, MultiTaskDataModule) and (dm.max_len, dm.batch_size, dm.threshold) == (50, 512, 4)
+    if not Path(cfg.dataset.reader.path).exists():
+        with pytest.raises(RecforgeError):
+            dm.setup()
+        return
+    dm.setup()
+    if option == "ml-100k-multi":  # fold 0: 20,000 test and 4,000 validation ratings; 2 held out per user
+        assert (dm.stats["users"], dm.stats["items"], dm.stats["ratings"]) == (943, 1682, 100000)
+        assert (dm.stats["test_samples"], dm.stats["val_samples"], dm.stats["train_samples"]) == (20000, 4000, 74114)
+        assert dm.stats["next_item_val_samples"] == dm.stats["next_item_test_samples"] == 943
+        assert dm.train_means["intent"] == pytest.approx(0.553, abs=0.01)
+
+
+def check_weighting(option: str, compose_train, tmp_path: Path) -> None:
+    """task=multi's loss weighting, chosen by _target_ (conf/weighting, placed at task.weighting)."""
+    cfg = compose_train("experiment=ml100k_multi", f"weighting={option}", f"dataset.root={SHARED_DATA}",
+                        "hidden_size=16", "dataset.max_len=10", "encoder.max_len=10")
+    assert "weighting" not in cfg and cfg.task.weighting._target_.endswith(
+        {"fixed": "FixedWeights", "uncertainty": "UncertaintyWeights"}[option])
+    if not (SHARED_DATA / "ml-100k" / "u.data").exists():
+        return
+    _, module = build(cfg)
+    assert isinstance(module, MultiTaskModule)
+    if option == "fixed":
+        assert isinstance(module.weighting, FixedWeights)
+        assert module.weighting.weights() == {"next_item": 1.0, "intent": 1.0, "value": 1.0}
+    else:
+        assert isinstance(module.weighting, UncertaintyWeights) and module.weighting.log_vars.tolist() == [0.0] * 3
+        assert module.weighting.tasks == ("next_item", "intent", "value")
 
 
 def check_review_dataset(option: str, compose_train) -> None:
@@ -804,6 +846,16 @@ def check_experiment(option: str, compose_train, tmp_path: Path) -> None:
 
 
 def check_task(option: str, compose_train, tmp_path: Path) -> None:
+    if option == "multi":  # one encoder, three heads (tests/models/test_multi_module.py trains it)
+        cfg = compose_train("task=multi", *POINTWISE[1:], "dataset=ml-100k-multi")
+        assert cfg.loss._target_ == "recforge.models.losses.CrossEntropy" and cfg.objective == "val/next_item/ndcg@10"
+        dm, module = build(cfg)
+        assert isinstance(dm, MultiTaskDataModule) and isinstance(module, MultiTaskModule)
+        assert set(module.heads) == {"intent", "value"} and isinstance(module.weighting, FixedWeights)
+        assert isinstance(module.heads["intent"].metrics, IntentMetrics)
+        assert isinstance(module.heads["value"].metrics, ValueMetrics)
+        assert module.heads["value"].head.item_embedder is module.decoder.item_embedder is module.encoder.item_embedder
+        return
     if option == "next_item":
         cfg = compose_train("task=next_item", *TINY)
         _, module = _check_built(cfg)
@@ -843,6 +895,7 @@ def check_text_encoder(option: str, compose_train, tmp_path: Path) -> None:
 
 CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
     "task": check_task,
+    "weighting": check_weighting,
     "text_encoder": check_text_encoder,
     "dataset": check_dataset,
     "dataset/split": check_split,
@@ -877,7 +930,7 @@ def test_option_composes_and_builds(group, option, compose_train, tmp_path, monk
     assert group in CHECKERS, f"config group '{group}' has no checker in tests/test_config.py: add one"
     if not group.startswith("hydra") and group != "paths":
         # every _target_ the composition names can be imported (a nested group with the option that holds it)
-        parent = {"loss/sampler": ["loss=sampled_softmax"]}.get(group, [])
+        parent = {"loss/sampler": ["loss=sampled_softmax"], "weighting": ["task=multi"]}.get(group, [])
         cfg = compose_train(*parent, f"{group}={option}")
         for target in targets(OmegaConf.to_container(cfg, resolve=False)):
             assert get_object(target) is not None, target

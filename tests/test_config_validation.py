@@ -310,6 +310,10 @@ NEEDS = {
     ("item_source", "*"): ["item_embedder=multi"],
     ("item_source", "vectors"): ["item_embedder=multi", "item_source.vectors.path=vectors.parquet"],
     ("source_fusion", "*"): ["item_embedder=multi"],
+    # task=multi: its dataset, its loss weighting
+    ("task", "multi"): ["dataset=ml-100k-multi"],
+    ("dataset", "ml-100k-multi"): ["task=multi"],
+    ("weighting", "*"): ["task=multi", "dataset=ml-100k-multi"],
 }
 
 

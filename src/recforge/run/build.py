@@ -2,6 +2,7 @@
 LightningModule and the Trainer with its loggers and callbacks."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import lightning as L
 import numpy as np
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recforge.data.datamodule import SequenceDataModule
 from recforge.data.reviews import ReviewDataModule
@@ -64,14 +65,34 @@ def build_module(cfg: DictConfig, num_items: int, num_users: int = 0) -> L.Light
     task = cfg.get("task") or OmegaConf.create(
         {**NEXT_ITEM_TASK, "ks": list(cfg.evaluation.ks), "mask_history": cfg.evaluation.mask_history,
          "item_chunk_size": cfg.evaluation.get("item_chunk_size")})
+    heads = {"heads": build_heads(task.heads, embedder, num_users)} if "heads" in task else {}
     return instantiate(
-        task,
+        _without(task, "heads"),
+        **heads,
         encoder=instantiate(cfg.encoder, item_embedder=embedder, **encoder_users),
         decoder=instantiate(cfg.decoder, item_embedder=embedder, **users),
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
+
+
+def _without(node: DictConfig, key: str) -> DictConfig:
+    """A copy of ``node`` without ``key`` (its value is built here and passed as an object)."""
+    if key not in node:
+        return node
+    rest = copy.copy(node)  # shallow: keeps the parent, so interpolations (${evaluation.ks}) still resolve
+    with open_dict(rest):
+        del rest[key]
+    return rest
+
+
+def build_heads(heads: DictConfig, embedder: Any, num_users: int) -> dict[str, Any]:
+    """task=multi: every pointwise task of ``task.heads`` with its head built on the shared item embedder and
+    sized for ``num_users`` users (recforge.models.multi_module.PointwiseTask)."""
+    return {name: instantiate(_without(node, "head"),
+                              head=instantiate(node.head, item_embedder=embedder, num_users=num_users))
+            for name, node in heads.items()}
 
 
 def compile_loss(module: NextItemModule) -> None:

@@ -48,6 +48,7 @@ from recforge.evaluation.metrics import SET_METRICS
 from recforge.models.encoders.itemknn import ItemKNNScores, MultiHot
 from recforge.models.encoders.lightgcn import GraphEmbedding, LightGCN
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
+from recforge.models.multi_module import NEXT_ITEM
 from recforge.rules import (
     ABSENT,
     BOOLEAN,
@@ -334,6 +335,11 @@ def objective_is_computed(cfg: DictConfig) -> str | None:
     metrics = target_class(OmegaConf.select(cfg, "task.metrics._target_"))
     if metrics is not None:  # intent and value tasks: their metrics object names its metrics
         names = [f"val/{name}" for name in metrics.names]
+    heads = OmegaConf.select(cfg, "task.heads")
+    if heads is not None:  # task=multi: val/next_item/<ranking metric>, val/<head>/<its metric>
+        names = [name.replace("val/", f"val/{NEXT_ITEM}/", 1) for name in names] + [
+            f"val/{head}/{name}" for head, node in heads.items()
+            for name in getattr(target_class(OmegaConf.select(node, "metrics._target_")), "names", ())]
     if objective in names:
         return None
     return f"objective={objective} is not a computed metric (expected one of {', '.join(names)})"
@@ -355,6 +361,9 @@ def task_matches_data(cfg: DictConfig) -> str | None:
         return (f"dataset {cfg.dataset.get('name')} and task {task_name} do not fit together: text "
                 "tasks (TextPointwiseModule) and text datasets (ReviewDataModule) go only with each other, e.g. "
                 "experiment=clothing_intent")
+    if "multi" in (task, data):
+        return (f"dataset {cfg.dataset.get('name')} and task {task_name} do not fit together: task=multi reads a "
+                "multi-task rating dataset (e.g. dataset=ml-100k-multi), and that dataset serves only task=multi")
     if task == "ratings":
         return ("task=value and task=intent predict one number per rating and need a rating dataset "
                 f"(e.g. dataset=ml-100k-ratings), not dataset {cfg.dataset.get('name')}")
