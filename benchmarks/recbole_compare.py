@@ -50,10 +50,15 @@ BENCH = PROJECT / "outputs" / "bench"
 DEFAULT_VENV = PROJECT / "benchmarks" / ".venv-recbole"
 DEFAULT_RESULTS = PROJECT / "benchmarks" / "results" / "recbole_results.md"
 PAIRS: tuple[tuple[str, str], ...] = (("ml-100k", "sasrec"), ("ml-100k", "gru4rec"), ("beauty", "sasrec"),
-                                      ("beauty", "gru4rec"))
+                                      ("beauty", "gru4rec"), ("ml-100k", "lightgcn"), ("beauty", "lightgcn"))
 EXPERIMENTS = {("ml-100k", "sasrec"): "ml100k_sasrec", ("ml-100k", "gru4rec"): "ml100k_gru4rec",
-               ("beauty", "sasrec"): "beauty_sasrec", ("beauty", "gru4rec"): "beauty_gru4rec"}
-RECBOLE_MODELS = {"sasrec": "SASRec", "gru4rec": "GRU4Rec"}
+               ("beauty", "sasrec"): "beauty_sasrec", ("beauty", "gru4rec"): "beauty_gru4rec",
+               ("ml-100k", "lightgcn"): "ml100k_lightgcn", ("beauty", "lightgcn"): "beauty_lightgcn"}
+RECBOLE_MODELS = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "lightgcn": "LightGCN"}
+# RecBole's general recommenders: trained on (user, item) training interactions, one sample each, with BPR against
+# one uniform negative; their batch is RecBole's default of 2048 interactions, their L2 term RecBole's default
+GENERAL_MODELS = {"lightgcn": {"train_batch_size": 2048, "reg_weight": 1e-05}}
+LOSSES = {"general": "recforge.models.losses.BPR", "sequential": "recforge.models.losses.CrossEntropy"}
 DATASET_NAMES = {"ml-100k": "ML-100K", "beauty": "Beauty"}
 RECBOLE_EVAL_BATCH = 4096
 RECBOLE_PREFIX = "recforge-"  # RecBole swaps a dataset named "ml-100k" for its bundled copy: never use bare names
@@ -173,7 +178,8 @@ def recbole_config(cfg: dict[str, Any], model: str, data_path: str, checkpoint_d
     Early stopping: Lightning stops after ``patience`` validations without improvement, RecBole after
     ``stopping_step + 1``, hence ``stopping_step = patience - 1``.
     """
-    for key, expected in (("optimizer", "torch.optim.Adam"), ("loss", "recforge.models.losses.CrossEntropy")):
+    loss = LOSSES["general" if model in GENERAL_MODELS else "sequential"]
+    for key, expected in (("optimizer", "torch.optim.Adam"), ("loss", loss)):
         if cfg[key]["_target_"] != expected:
             raise SystemExit(f"{key}._target_={cfg[key]['_target_']}: the RecBole comparison needs {expected}.")
     if cfg.get("scheduler"):
@@ -210,6 +216,12 @@ def recbole_config(cfg: dict[str, Any], model: str, data_path: str, checkpoint_d
     elif model == "gru4rec":
         settings.update({"embedding_size": hidden, "hidden_size": int(encoder["gru_size"]),
                          "num_layers": int(encoder["num_layers"]), "dropout_prob": float(encoder["dropout"])})
+    elif model == "lightgcn":
+        settings.update({"embedding_size": hidden, "n_layers": int(cfg["item_embedder"]["num_layers"]),
+                         "loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1,
+                                                                       "alpha": 1.0, "dynamic": False,
+                                                                       "candidate_num": 0},
+                         **GENERAL_MODELS["lightgcn"]})
     else:
         raise SystemExit(f"model {model}: the RecBole comparison knows {', '.join(RECBOLE_MODELS)}.")
     return settings
@@ -408,6 +420,12 @@ PROTOCOL_TEXT = [
      "RecBole gets the data under the name `recforge-<dataset>`: a dataset named `ml-100k` is silently replaced "
      "by RecBole's bundled copy of MovieLens-100K (its own ids and timestamps), which the split check catches."),
     "",
+    ("LightGCN (a general recommender on both sides: item order ignored): 3 propagation layers, hidden 64, Adam "
+     "with the experiment's lr (2e-2), BPR with one uniform negative per training interaction; RecBole samples batches of 2048 "
+     "(user, item) training interactions and adds its default L2 term on the batch's ego vectors "
+     "(reg_weight 1e-5), recforge samples user windows (`dataset.max_len` + 1 interactions each, every one a "
+     "target) and has no L2 term. The split check counts RecBole's training interactions."),
+    "",
 ]
 
 
@@ -491,6 +509,7 @@ def export_dataset(dataset: str, experiment: str, data_root: Path, out_dir: Path
     args = (seqs.user_ids, seqs.indptr, seqs.items)
     return {"inter_file": str(path), "users": seqs.num_users, "items": seqs.num_items,
             "train_targets": int(np.maximum(split.train_lengths - 1, 0).sum()),
+            "train_interactions": int(split.train_lengths.sum()),
             "valid": split_digest(split_pairs(*args, split.val)), "test": split_digest(split_pairs(*args, split.test))}
 
 
@@ -499,8 +518,12 @@ def recbole_name(dataset: str) -> str:
     return RECBOLE_PREFIX + dataset
 
 
-def split_matches(expected: dict[str, Any], got: dict[str, Any]) -> bool:
-    return all(expected[k] == got.get(k) for k in ("train_targets", "valid", "test", "users", "items"))
+def split_matches(expected: dict[str, Any], got: dict[str, Any], general: bool = False) -> bool:
+    """RecBole's split equals recforge's: validation and test samples, users, items and its training samples (a
+    sequential model's: every prefix's next item; a general model's (``general``): every training interaction)."""
+    train = "train_interactions" if general else "train_targets"
+    return expected[train] == got.get("train_targets") and all(
+        expected[k] == got.get(k) for k in ("valid", "test", "users", "items"))
 
 
 def run_recbole(job: Job, job_dir: Path, args: argparse.Namespace, python: Path, export: dict[str, Any],
@@ -518,7 +541,7 @@ def run_recbole(job: Job, job_dir: Path, args: argparse.Namespace, python: Path,
     if code != 0:
         return {"status": "failed", "returncode": code, "wall_seconds": round(wall, 1), "command": " ".join(cmd)}
     result = json.loads((job_dir / "result.json").read_text())
-    result["split_matches"] = split_matches(export, result["split"])
+    result["split_matches"] = split_matches(export, result["split"], general=job.model in GENERAL_MODELS)
     if not result["split_matches"]:
         result["status"] = "split-mismatch"  # not a valid comparison: never rendered, run again on restart
     return {**result, "wall_seconds": round(wall, 1), "peak_rss_mb": round(rss, 1), "command": " ".join(cmd)}

@@ -2,7 +2,7 @@
 
     <recbole-venv>/bin/python benchmarks/recbole_runner.py SPEC.json OUT.json
 
-SPEC.json (written by the driver): ``model`` (SASRec | GRU4Rec), ``dataset``, ``config`` (RecBole config dict:
+SPEC.json (written by the driver): ``model`` (SASRec | GRU4Rec | LightGCN), ``dataset``, ``config`` (RecBole config dict:
 data_path, checkpoint_dir, eval_args, sizes, ...), ``inter_file`` (the exported atomic file), ``mask_history``
 (mask each user's earlier items in validation and test, as recforge does) and ``budget_seconds`` (null or a
 wall-clock cap on training: training stops after the first epoch that ends past it).
@@ -92,11 +92,13 @@ class BudgetReached(Exception):
 
 
 def apply_shims() -> None:
-    """numpy 2 removed aliases RecBole 1.2.1 uses; torch >= 2.6 loads only weights by default."""
+    """numpy 2 removed aliases RecBole 1.2.1 uses; torch >= 2.6 loads only weights by default; scipy >= 1.12 has
+    no ``dok_matrix._update`` (RecBole's graph models build their adjacency with it)."""
     import functools
     import warnings
 
     import numpy as np
+    import scipy.sparse as sp
     import torch
 
     aliases = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "string_": np.bytes_,
@@ -106,6 +108,8 @@ def apply_shims() -> None:
         for name, value in aliases.items():
             if not hasattr(np, name):
                 setattr(np, name, value)
+    if not hasattr(sp.dok_matrix, "_update"):  # scipy >= 1.12 dropped it; RecBole's LightGCN fills its graph with it
+        sp.dok_matrix._update = lambda self, entries: self._dict.update(entries)  # type: ignore[attr-defined]
     if not getattr(torch.load, "_recbole_shim", False):
         shimmed = functools.partial(torch.load, weights_only=False)  # RecBole's own checkpoints only
         shimmed._recbole_shim = True  # type: ignore[attr-defined]
@@ -113,8 +117,8 @@ def apply_shims() -> None:
 
 
 def mask_history_collate(collate: Any, indptr: Any, flat: Any, uid_field: str) -> Any:
-    """Wrap a FullSortEvalDataLoader's sequential collate so it returns RecBole's own ``history_index``
-    (rows, item ids), which ``_full_sort_batch_eval`` masks. ``indptr``/``flat`` (LongTensors) hold each
+    """Wrap a FullSortEvalDataLoader's collate (sequential or general models) so it returns RecBole's own
+    ``history_index`` (rows, item ids), which ``_full_sort_batch_eval`` masks. ``indptr``/``flat`` (LongTensors) hold each
     internal user id's history (target already left out), so a batch costs a few vectorised gathers."""
     import torch
 
@@ -151,10 +155,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
-    from recbole.model import sequential_recommender
+    from recbole.model import general_recommender, sequential_recommender
     from recbole.utils import init_logger, init_seed
 
-    model_class = getattr(sequential_recommender, spec["model"])
+    model_class = getattr(sequential_recommender, spec["model"], None) or getattr(general_recommender, spec["model"])
     argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config parses sys.argv as --key=value settings
     try:
         config = Config(model=model_class, dataset=spec["dataset"], config_dict=spec["config"])

@@ -29,6 +29,7 @@ from torch import Tensor
 
 import recforge
 from recforge.data.datamodule import SequenceDataModule, TrainingData
+from recforge.data.multitask import MultiTaskDataModule
 from recforge.data.preprocess import Sequences
 from recforge.data.ratings import RandomHoldout, RandomKFold, RatingDataModule
 from recforge.data.splits import (
@@ -46,17 +47,26 @@ from recforge.evaluation.sampled import (
     UniformCandidates,
 )
 from recforge.models.decoders import DotProduct
-from recforge.models.embedders import Fusion, IdEmbedding
+from recforge.models.embedders import Fusion, IdEmbedding, TextEmbedding
 from recforge.models.encoders.bert4rec import BERT4Rec
 from recforge.models.encoders.content import ContentEncoder
 from recforge.models.encoders.gru4rec import GRU4Rec
 from recforge.models.encoders.itemknn import ItemKNNScores, MultiHot
+from recforge.models.encoders.lightgcn import LightGCN
 from recforge.models.encoders.mf import MatrixFactorization
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
 from recforge.models.encoders.sasrec import SASRec
 from recforge.models.heads import BiasedDot, PointwiseHead
+from recforge.models.item_sources import (
+    AttributeEmbedding,
+    MultiEmbedding,
+    SourceFusion,
+    SumSources,
+    VectorEmbedding,
+)
 from recforge.models.losses import BPR, CrossEntropy, SampledBCE, SampledSoftmax
 from recforge.models.module import NextItemModule
+from recforge.models.multi_module import MultiTaskModule
 from recforge.models.pointwise_module import PointwiseModule
 from recforge.models.samplers import (
     InBatchNegatives,
@@ -65,6 +75,7 @@ from recforge.models.samplers import (
     UniformNegatives,
 )
 from recforge.models.schedules import WarmupCosine
+from recforge.models.weighting import FixedWeights, UncertaintyWeights
 from recforge.run.build import build, build_trainer
 from recforge.run.progress import (
     CompactModelSummary,
@@ -132,7 +143,7 @@ def test_discovery_finds_every_known_group_and_option():
     by_group: dict[str, set[str]] = {}
     for group, option in OPTIONS:
         by_group.setdefault(group, set()).add(option)
-    assert by_group["encoder"] >= {"sasrec", "bert4rec", "gru4rec", "popularity"}
+    assert by_group["encoder"] >= {"sasrec", "bert4rec", "gru4rec", "popularity", "mf", "itemknn", "lightgcn"}
     assert by_group["dataset"] >= {"synthetic", "synthetic_20m", "csv", "ml-100k", "ml-1m", "ml-20m", "beauty",
                                    "lastfm", "sports", "toys", "yelp"}
     assert by_group["dataset/split"] >= {"leave_one_out", "temporal_ratio", "global_temporal"}
@@ -169,6 +180,9 @@ def check_dataset(option: str, compose_train, tmp_path: Path) -> None:
     assert base.dataset.name == option
     if base.dataset._target_ == "recforge.data.ratings.RatingDataModule":  # intent/value samples
         check_rating_dataset(option, compose_train)
+        return
+    if base.dataset._target_ == "recforge.data.multitask.MultiTaskDataModule":  # task=multi
+        check_multi_dataset(option, compose_train)
         return
     if base.dataset._target_ == "recforge.data.reviews.ReviewDataModule":  # text tasks (review texts)
         check_review_dataset(option, compose_train)
@@ -238,6 +252,42 @@ def check_rating_dataset(option: str, compose_train) -> None:
         assert (dm.stats["users"], dm.stats["items"], dm.stats["ratings"]) == (943, 1682, 100000)
         assert dm.stats["test_samples"] == 20000 and dm.stats["val_samples"] == 4000
         assert dm.stats["mean_train_label"] == pytest.approx(3.53, abs=0.01)
+
+
+def check_multi_dataset(option: str, compose_train) -> None:
+    """task=multi data: the rating tasks' 5-fold split, next-item leave-one-out on each user's training ratings
+    (tests/data/test_multitask_data.py checks that no held-out label reaches a training input)."""
+    cfg = compose_train(f"dataset={option}", "task=multi", f"dataset.root={SHARED_DATA}")
+    dm = instantiate(cfg.dataset)
+    assert isinstance(dm, MultiTaskDataModule) and (dm.max_len, dm.batch_size, dm.threshold) == (50, 512, 4)
+    if not Path(cfg.dataset.reader.path).exists():
+        with pytest.raises(RecforgeError):
+            dm.setup()
+        return
+    dm.setup()
+    if option == "ml-100k-multi":  # fold 0: 20,000 test and 4,000 validation ratings; 2 held out per user
+        assert (dm.stats["users"], dm.stats["items"], dm.stats["ratings"]) == (943, 1682, 100000)
+        assert (dm.stats["test_samples"], dm.stats["val_samples"], dm.stats["train_samples"]) == (20000, 4000, 74114)
+        assert dm.stats["next_item_val_samples"] == dm.stats["next_item_test_samples"] == 943
+        assert dm.train_means["intent"] == pytest.approx(0.553, abs=0.01)
+
+
+def check_weighting(option: str, compose_train, tmp_path: Path) -> None:
+    """task=multi's loss weighting, chosen by _target_ (conf/weighting, placed at task.weighting)."""
+    cfg = compose_train("experiment=ml100k_multi", f"weighting={option}", f"dataset.root={SHARED_DATA}",
+                        "hidden_size=16", "dataset.max_len=10", "encoder.max_len=10")
+    assert "weighting" not in cfg and cfg.task.weighting._target_.endswith(
+        {"fixed": "FixedWeights", "uncertainty": "UncertaintyWeights"}[option])
+    if not (SHARED_DATA / "ml-100k" / "u.data").exists():
+        return
+    _, module = build(cfg)
+    assert isinstance(module, MultiTaskModule)
+    if option == "fixed":
+        assert isinstance(module.weighting, FixedWeights)
+        assert module.weighting.weights() == {"next_item": 1.0, "intent": 1.0, "value": 1.0}
+    else:
+        assert isinstance(module.weighting, UncertaintyWeights) and module.weighting.log_vars.tolist() == [0.0] * 3
+        assert module.weighting.tasks == ("next_item", "intent", "value")
 
 
 def check_review_dataset(option: str, compose_train) -> None:
@@ -329,6 +379,7 @@ KNOWN_ENCODERS = {
     "content": (ContentEncoder, DotProduct, False),
     "mf": (MatrixFactorization, DotProduct, True),
     "itemknn": (MultiHot, ItemKNNScores, False),
+    "lightgcn": (LightGCN, DotProduct, True),
 }
 
 
@@ -338,6 +389,7 @@ def _check_built(cfg: DictConfig) -> tuple[SequenceDataModule, Any]:
     assert type(module.decoder) is get_class(cfg.decoder._target_)
     assert module.decoder.num_items == dm.num_items
     batch = dm.test_set.__getitems__(list(range(5)))
+    module.fit_parts(dm)  # data-fitted parts (popularity counts, ItemKNN similarities, LightGCN's graph)
     module.eval()
     with torch.no_grad():
         scores = module.score(batch["input"])
@@ -401,8 +453,36 @@ def check_decoder(option: str, compose_train, tmp_path: Path) -> None:
         assert module.decoder.item_embedder is module.encoder.item_embedder
 
 
+def vector_file(tmp_path: Path) -> Path:
+    """Vectors (3 dims) of the synthetic items 0..49 (items 50..59 have none): row i is (i, 2i, 3i) / 150."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "vectors.parquet"
+    vectors = [[i / 150, 2 * i / 150, 3 * i / 150] for i in range(50)]
+    pq.write_table(pa.table({"item": [str(i) for i in range(50)], "vector": vectors}), path)
+    return path
+
+
+def check_side_features(embedder: Any, dm: SequenceDataModule) -> None:
+    """Attribute and vector embedders got the synthetic items' categories and file vectors by raw id."""
+    raw = [int(i) for i in dm.load_sequences().item_ids[1:]]  # raw id of internal ids 1..N
+    if isinstance(embedder, AttributeEmbedding):  # one category per synthetic item: its row is that vector
+        frame = dm.reader.item_text().set_index("item")
+        categories = sorted(set(frame["category"]))
+        assert embedder.table.num_embeddings == len(categories) + 1
+        expected = [categories.index(frame.loc[str(r), "category"]) + 1 for r in raw]
+        assert embedder.bags[1:-1, 0].tolist() == expected
+        torch.testing.assert_close(embedder.output_weights()[1:], embedder.table.weight[expected])
+    if isinstance(embedder, VectorEmbedding):
+        assert embedder.present[1:-1].tolist() == [r < 50 for r in raw]
+        expected = torch.tensor([[r / 150, 2 * r / 150, 3 * r / 150] if r < 50 else [0.0] * 3 for r in raw])
+        torch.testing.assert_close(embedder.vectors[1:-1], expected)
+
+
 def check_item_embedder(option: str, compose_train, tmp_path: Path) -> None:
-    cfg = compose_train(f"item_embedder={option}", *TINY)
+    extra = [f"item_embedder.path={vector_file(tmp_path)}"] if option == "vectors" else []
+    cfg = compose_train(f"item_embedder={option}", *TINY, *extra)
     dm, module = _check_built(cfg)
     embedder = module.encoder.item_embedder
     assert type(embedder) is get_class(cfg.item_embedder._target_)
@@ -411,6 +491,38 @@ def check_item_embedder(option: str, compose_train, tmp_path: Path) -> None:
         assert isinstance(embedder, IdEmbedding)
         assert tuple(embedder.table.weight.shape) == (dm.num_items + 2, 16)  # + padding + [MASK]
         assert torch.count_nonzero(embedder.table.weight[0]) == 0
+    check_side_features(embedder, dm)
+    if option == "multi":  # id and text by default, summed
+        assert list(embedder.sources) == ["id", "text"] and type(embedder.fusion) is SumSources
+        assert isinstance(embedder.sources["text"], TextEmbedding) and embedder.sources["text"].text.ready
+
+
+def check_item_source(option: str, compose_train, tmp_path: Path) -> None:
+    """A source of item_embedder=multi is built by its _target_, gets its data and is summed with an id source."""
+    extra = [f"item_source.vectors.path={vector_file(tmp_path)}"] if option == "vectors" else []
+    sources = "[id]" if option == "id" else f"[id,{option}]"
+    cfg = compose_train("item_embedder=multi", f"item_source={sources}", *TINY, *extra)
+    dm, module = _check_built(cfg)
+    embedder = module.encoder.item_embedder
+    assert isinstance(embedder, MultiEmbedding) and list(embedder.sources) == sources.strip("[]").split(",")
+    assert type(embedder.sources[option]) is get_class(cfg.item_source[option]._target_)
+    check_side_features(embedder.sources[option], dm)
+    items = torch.tensor([[0, 1, 2, 3]])
+    with torch.no_grad():
+        expected = sum(source(items) for source in embedder.sources.values())
+        torch.testing.assert_close(embedder(items), expected)
+
+
+def check_source_fusion(option: str, compose_train, tmp_path: Path) -> None:
+    """A source fusion reaches item_embedder=multi by _target_ and fuses id and attribute vectors to H."""
+    cfg = compose_train("item_embedder=multi", "item_source=[id,attributes]", f"source_fusion={option}", *TINY)
+    _, module = _check_built(cfg)
+    embedder = module.encoder.item_embedder
+    assert type(embedder.fusion) is get_class(cfg.source_fusion._target_)
+    assert isinstance(embedder.fusion, SourceFusion)
+    with torch.no_grad():
+        fused = embedder(torch.tensor([[1, 0]]))  # (1, 2, H)
+    assert fused.shape == (1, 2, cfg.hidden_size) and not fused[0, 1].any()  # padding stays zero
 
 
 def check_fusion(option: str, compose_train, tmp_path: Path) -> None:
@@ -734,6 +846,16 @@ def check_experiment(option: str, compose_train, tmp_path: Path) -> None:
 
 
 def check_task(option: str, compose_train, tmp_path: Path) -> None:
+    if option == "multi":  # one encoder, three heads (tests/models/test_multi_module.py trains it)
+        cfg = compose_train("task=multi", *POINTWISE[1:], "dataset=ml-100k-multi")
+        assert cfg.loss._target_ == "recforge.models.losses.CrossEntropy" and cfg.objective == "val/next_item/ndcg@10"
+        dm, module = build(cfg)
+        assert isinstance(dm, MultiTaskDataModule) and isinstance(module, MultiTaskModule)
+        assert set(module.heads) == {"intent", "value"} and isinstance(module.weighting, FixedWeights)
+        assert isinstance(module.heads["intent"].metrics, IntentMetrics)
+        assert isinstance(module.heads["value"].metrics, ValueMetrics)
+        assert module.heads["value"].head.item_embedder is module.decoder.item_embedder is module.encoder.item_embedder
+        return
     if option == "next_item":
         cfg = compose_train("task=next_item", *TINY)
         _, module = _check_built(cfg)
@@ -773,6 +895,7 @@ def check_text_encoder(option: str, compose_train, tmp_path: Path) -> None:
 
 CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
     "task": check_task,
+    "weighting": check_weighting,
     "text_encoder": check_text_encoder,
     "dataset": check_dataset,
     "dataset/split": check_split,
@@ -780,6 +903,8 @@ CHECKERS: dict[str, Callable[[str, Any, Path], None]] = {
     "decoder": check_decoder,
     "item_embedder": check_item_embedder,
     "fusion": check_fusion,
+    "item_source": check_item_source,
+    "source_fusion": check_source_fusion,
     "loss": check_loss,
     "loss/sampler": check_loss_sampler,
     "optimizer": check_optimizer,
@@ -805,7 +930,7 @@ def test_option_composes_and_builds(group, option, compose_train, tmp_path, monk
     assert group in CHECKERS, f"config group '{group}' has no checker in tests/test_config.py: add one"
     if not group.startswith("hydra") and group != "paths":
         # every _target_ the composition names can be imported (a nested group with the option that holds it)
-        parent = {"loss/sampler": ["loss=sampled_softmax"]}.get(group, [])
+        parent = {"loss/sampler": ["loss=sampled_softmax"], "weighting": ["task=multi"]}.get(group, [])
         cfg = compose_train(*parent, f"{group}={option}")
         for target in targets(OmegaConf.to_container(cfg, resolve=False)):
             assert get_object(target) is not None, target

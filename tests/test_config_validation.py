@@ -310,6 +310,15 @@ NEEDS = {
     ("loss", "bce_logits"): ["task=intent", "dataset=ml-100k-ratings"],
     # review texts go with a text task (its experiment)
     ("dataset", "clothing-reviews"): ["experiment=clothing_intent"],
+    # vectors come from a file; a source is a part of item_embedder=multi
+    ("item_embedder", "vectors"): ["item_embedder.path=vectors.parquet"],
+    ("item_source", "*"): ["item_embedder=multi"],
+    ("item_source", "vectors"): ["item_embedder=multi", "item_source.vectors.path=vectors.parquet"],
+    ("source_fusion", "*"): ["item_embedder=multi"],
+    # task=multi: its dataset, its loss weighting
+    ("task", "multi"): ["dataset=ml-100k-multi"],
+    ("dataset", "ml-100k-multi"): ["task=multi"],
+    ("weighting", "*"): ["task=multi", "dataset=ml-100k-multi"],
 }
 
 
@@ -408,3 +417,21 @@ def test_cli_unknown_group_option_is_refused_by_hydra_naming_it(tmp_path):
     options = lines[lines.index("Available options in 'encoder':") + 1:][:len(on_disk)]
     assert [line.strip() for line in options] == on_disk and "sasrec" in on_disk
     assert_nothing_done(proc, tmp_path)
+
+
+def test_bad_item_vector_file_is_one_line_and_no_run(tmp_path):
+    """A vector file with an infinite value stops the run before training: one line naming the file and row."""
+    import numpy as np
+
+    vectors = np.ones((3, 2))
+    vectors[1, 0] = np.inf
+    np.save(tmp_path / "v.npy", vectors)
+    (tmp_path / "v.ids").write_text("0\n1\n2\n")
+    proc = run_cli(tmp_path, "item_embedder=vectors", f"item_embedder.path={tmp_path / 'v.npy'}",
+                   f"item_embedder.ids_path={tmp_path / 'v.ids'}", "trainer.max_epochs=1")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("recforge: error")]  # after the seed line
+    expected = (f"recforge: error: item vector file {tmp_path / 'v.npy'}: row 1 (item '1') has a NaN or infinite "
+                "value (1 such rows).")
+    assert "Traceback" not in proc.stderr and errors == [expected], proc.stderr
+    assert not (tmp_path / "run").exists()

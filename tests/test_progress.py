@@ -133,6 +133,11 @@ def test_summary_text_for_hand_made_metrics():
     assert list(summary_metrics("val/hr@5", TEST_METRICS)) == ["test/hr@5", "test/ndcg@5"]
     # an objective without K (pointwise tasks: val/rmse, val/auc) shows every overall test metric
     assert summary_metrics("val/rmse", {"test/mae": 0.7, "test/rmse": 0.9}) == {"test/rmse": 0.9, "test/mae": 0.7}
+    # task=multi: the objective's head (its metrics are stage/<task>/<metric>)
+    multi = {"test/intent/auc": 0.8, "test/value/rmse": 0.9, "test/next_item/hr@10": 0.2, "test/next_item/ndcg@10": 0.1,
+             "test/next_item/ndcg@20": 0.15}
+    assert summary_metrics("val/intent/auc", multi) == {"test/intent/auc": 0.8}
+    assert summary_metrics("val/next_item/ndcg@10", multi) == {"test/next_item/ndcg@10": 0.1, "test/next_item/hr@10": 0.2}
     assert summary_text("val/rmse", "min", None, None, {}, None) == (
         "summary: no validated epoch\n  test: no test metrics")
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recforge.errors import RecforgeError
 from recforge.models.module import NextItemModule
+from recforge.models.multi_module import MultiTaskModule
 from recforge.run.build import build
 from recforge.run.checkpoints import load_checkpoint
 from recforge.run.cli import user_errors
@@ -48,10 +49,10 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, overrides: list[str], o
     quiet_lightning()  # no start-up tips and device lines (the run's callbacks are not used here)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
-    if isinstance(module, NextItemModule):  # setup() gets no datamodule here: data-fitted parts (popularity counts,
-        module.fit_parts(datamodule)  # ItemKNN), the beyond-accuracy metrics' popularity, cold items
-        if module.sampled is not None:  # the evaluated split is the "test" stage of trainer.test
-            module.sampled.fit(datamodule.training_data.item_counts, {"test": (split, loader.dataset)})
+    if isinstance(module, NextItemModule | MultiTaskModule):  # setup() gets no datamodule here: data-fitted parts
+        module.fit_parts(datamodule)  # (popularity counts, ItemKNN), the beyond-accuracy metrics' popularity, cold items
+    if isinstance(module, NextItemModule) and module.sampled is not None:  # the split is trainer.test's "test" stage
+        module.sampled.fit(datamodule.training_data.item_counts, {"test": (split, loader.dataset)})
     with warnings.catch_warnings():  # Lightning's advice against DDP testing: samples it repeats count once here
         warnings.filterwarnings("ignore", message="Using `DistributedSampler` with the dataloaders")
         trainer.test(module, dataloaders=loader)  # under DDP every process ends with the metrics of all samples

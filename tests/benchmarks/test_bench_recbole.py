@@ -63,6 +63,10 @@ def test_split_matches_needs_every_part_equal():
     assert rc.split_matches(expected, got)
     assert not rc.split_matches(expected, {**got, "train_targets": 4})
     assert not rc.split_matches(expected, {**got, "test": {"count": 2, "sha256": "c"}})
+    # a general model (LightGCN) trains on every training interaction, not on every prefix's next item
+    general = {**expected, "train_interactions": 5}
+    assert rc.split_matches(general, {**got, "train_targets": 5}, general=True)
+    assert not rc.split_matches(general, got, general=True)
 
 
 # ------------------------------------------------------------------------------------------- RecBole settings
@@ -102,6 +106,17 @@ def test_recbole_config_for_gru4rec_and_an_epoch_cap():
     assert c["epochs"] == 3 and "n_layers" not in c
 
 
+def test_recbole_config_for_lightgcn_trains_with_bpr_on_interactions():
+    cfg = experiment("sasrec", encoder={"max_len": 8}, item_embedder={"num_layers": 3, "init_std": 0.02},
+                     loss={"_target_": "recforge.models.losses.BPR"})
+    c = rc.recbole_config(cfg, "lightgcn", "D", "C", None)
+    assert (c["embedding_size"], c["n_layers"], c["reg_weight"], c["train_batch_size"]) == (64, 3, 1e-5, 2048)
+    assert c["train_neg_sample_args"]["distribution"] == "uniform" and c["train_neg_sample_args"]["sample_num"] == 1
+    assert c["learning_rate"] == 0.001 and c["stopping_step"] == 9 and c["loss_type"] == "BPR"
+    with pytest.raises(SystemExit, match="recforge.models.losses.BPR"):
+        rc.recbole_config(experiment(), "lightgcn", "D", "C", None)  # a CE loss is no LightGCN pair
+
+
 @pytest.mark.parametrize("change, needle", [
     ({"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1}}, "torch.optim.Adam"),
     ({"scheduler": {"_target_": "x"}}, "scheduler"),
@@ -126,6 +141,8 @@ def test_job_order_alternates_the_framework_that_goes_first():
         ("ml-100k", "gru4rec", "recforge"), ("ml-100k", "gru4rec", "recbole"),
         ("beauty", "sasrec", "recbole"), ("beauty", "sasrec", "recforge"),
         ("beauty", "gru4rec", "recforge"), ("beauty", "gru4rec", "recbole"),
+        ("ml-100k", "lightgcn", "recbole"), ("ml-100k", "lightgcn", "recforge"),
+        ("beauty", "lightgcn", "recforge"), ("beauty", "lightgcn", "recbole"),
     ]
 
 
@@ -440,5 +457,6 @@ def test_export_of_real_ml100k_holds_every_interaction_in_recforge_order(data_ro
     assert sum(map(len, sequences.values())) == 100_000
     assert export["valid"]["count"] == export["test"]["count"] == 943
     assert export["train_targets"] == 100_000 - 3 * 943  # n - 3 training targets per user (n - 1 transitions)
+    assert export["train_interactions"] == 100_000 - 2 * 943  # a general model's: every training interaction
     test_pairs = [(user, items[-1]) for user, items in sequences.items()]
     assert rr.split_digest(test_pairs) == export["test"]

@@ -162,12 +162,12 @@ def test_export_of_an_mf_run_is_refused_in_one_sentence(compose_train, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("recforge: error:") and "encoder=mf" in err and "\n" not in err
     # recforge-recommend and recforge-serve load through load_model: refused the same way, before the checkpoint
-    with pytest.raises(RecforgeError, match="encoder=mf .* recforge-recommend and recforge-serve score item histories"):
+    with pytest.raises(RecforgeError, match="encoder=mf or lightgcn: .* recforge-recommend and recforge-serve score item histories"):
         load_model(cfg.paths.output_dir)
 
 
 def test_mf_for_rating_tasks_is_refused(compose_train, data_root):
     cfg = compose_train("task=value", "encoder=mf", "dataset=ml-100k-ratings", f"dataset.root={data_root}")
-    with pytest.raises(RecforgeError, match=r"encoder MatrixFactorization \(encoder=mf\) learns a vector per user"):
+    with pytest.raises(RecforgeError, match=r"encoder MatrixFactorization \(a per-user encoder: encoder=mf, lightgcn\) learns a vector per user"):
         validate_config(cfg)
     validate_config(compose_train("encoder=mf", "loss=bpr"))  # the next-item configuration is valid

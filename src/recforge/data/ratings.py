@@ -127,6 +127,15 @@ class PointwiseSamples(Dataset):
         return self.__getitems__([index])
 
 
+def rated_table(reader: Reader, name: str) -> pd.DataFrame:
+    """The reader's interactions, deduplicated, that have a rating (a dataset without any is a user error)."""
+    df = deduplicate(reader.read())
+    if df["rating"].isna().all():
+        raise RecforgeError(f"dataset '{name}': the intent and value tasks need ratings, and "
+                            f"{reader.source_files()[0] if reader.source_files() else 'the data'} has none.")
+    return df[df["rating"].notna()].reset_index(drop=True)
+
+
 class LabelledDataModule(L.LightningDataModule):
     """Samples with a label (a rating, a yes/no, a review's score): everything is built once in ``prepare()``,
     whose ``stats`` include the mean training label (a value or intent head starts its bias from it)."""
@@ -166,11 +175,7 @@ class RatingDataModule(LabelledDataModule):
         self.num_users = self.num_items = 0
 
     def _table(self) -> pd.DataFrame:
-        df = deduplicate(self.reader.read())
-        if df["rating"].isna().all():
-            raise RecforgeError(f"dataset '{self.name}': the intent and value tasks need ratings, and "
-                                f"{self.reader.source_files()[0] if self.reader.source_files() else 'the data'} has none.")
-        return df[df["rating"].notna()].reset_index(drop=True)
+        return rated_table(self.reader, self.name)
 
     def prepare(self) -> None:
         """Read, map ids, split and build the sample tensors (once)."""

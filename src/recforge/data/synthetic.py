@@ -110,6 +110,8 @@ class SyntheticSequences:
         times = np.arange(len(users)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # (n,) step in its sequence
         return users, seq[valid], times
 
+    attribute_column = "category"  # item_embedder=attributes: the category of item_text()
+
     def item_text(self) -> pd.DataFrame:
         """One row per item: item, title, category, text."""
         rng = np.random.default_rng(self.seed)

@@ -194,7 +194,7 @@ def load_model(path: str | Path, ids: IdsPolicy = "try", data_root: str | Path |
 
 def refuse_user_models(run_dir: Path, cfg: DictConfig) -> None:
     """Deployed models score item histories: a run whose encoder scores a learned vector per training user
-    (``uses_users``, encoder=mf) cannot be exported, recommended from or served, and is named before its
+    (``uses_users``: encoder=mf, encoder=lightgcn) cannot be exported, recommended from or served, and is named before its
     checkpoint is loaded."""
     target = OmegaConf.select(cfg, "encoder._target_")
     try:
@@ -202,7 +202,7 @@ def refuse_user_models(run_dir: Path, cfg: DictConfig) -> None:
     except Exception:  # noqa: BLE001 - an unknown class is reported when the model is built
         return
     if isinstance(encoder, type) and issubclass(encoder, SequenceEncoder) and encoder.uses_users:
-        raise RecforgeError(f"run {run_dir} uses encoder=mf ({target}), which scores the learned vector of a "
+        raise RecforgeError(f"run {run_dir} uses a per-user encoder (encoder=mf or lightgcn: {target}), which scores the learned vector of a "
                             "training user, but recforge-export, recforge-recommend and recforge-serve score item "
                             "histories; deploy a sequence model (e.g. encoder=sasrec) instead.")
 

@@ -322,7 +322,16 @@ class GateFusion(Fusion):
         return g * ids + (1 - g) * t
 
 
-class HybridEmbedding(ItemEmbedder):
+class HasIdAndContent:
+    """Role: an embedder with a learned id table and content vectors per item (text, attributes, ...), so a cold
+    item's never-trained id row can be imputed from its content neighbours (``NextItemModule.cold_id_neighbours``)."""
+
+    def id_and_content(self) -> tuple[IdEmbedding, Tensor] | None:
+        """The id embedder and content vectors (N+1, D) of ids 0..N; None when there is no id or no content."""
+        raise NotImplementedError
+
+
+class HybridEmbedding(ItemEmbedder, HasIdAndContent):
     """An id vector and a text embedding per item, fused into H by ``fusion`` (a :class:`Fusion` class or a
     partial of one, called with (hidden_size, text_dim, init_std)).
 
@@ -351,6 +360,10 @@ class HybridEmbedding(ItemEmbedder):
     def output_weights(self) -> Tensor:
         """(N+1, H): fused vectors of ids 0..N, row 0 zero."""
         return _zero_padding_row(self.fusion(self.ids.output_weights(), self.text.all_rows()))
+
+    def id_and_content(self) -> tuple[IdEmbedding, Tensor]:
+        """The id table and the text embeddings (N+1, D)."""
+        return self.ids, self.text.table[: self.num_items + 1]
 
 
 def text_neighbour_rows(rows: Tensor, text: Tensor, cold: Tensor, k: int) -> Tensor:

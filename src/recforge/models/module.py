@@ -27,7 +27,7 @@ from recforge.evaluation.ranking import (
 from recforge.evaluation.sampled import CANDIDATES_DIR, SampledRanking, sampled_ranks
 from recforge.models.decoders import Decoder, score_columns
 from recforge.models.distill import Distillation
-from recforge.models.embedders import HybridEmbedding, text_neighbour_rows
+from recforge.models.embedders import HasIdAndContent, text_neighbour_rows
 from recforge.models.encoders.base import FitsData, SequenceEncoder
 from recforge.models.losses import NextItemLoss
 from recforge.models.pruning import refresh_pruned
@@ -95,8 +95,9 @@ class NextItemModule(TaskModule):
     Cold-start split (the datamodule's ``cold_items`` mask, ``dataset.cold_items`` > 0): cold items are excluded
     from the training loss (logits at -inf, never drawn as negatives), and validation and test also log every
     metric over the samples whose target is warm (``val/warm/ndcg@10``) and cold (``val/cold/ndcg@10``).
-    ``cold_id_neighbours`` = k > 0 gives cold items of id + text (hybrid) embedders, before every evaluation, the
-    mean id row of their k most text-similar warm items in place of their never-trained random row (0: keep it).
+    ``cold_id_neighbours`` = k > 0 gives cold items of embedders with an id table and content (hybrid: text; multi:
+    its other sources, :class:`~recforge.models.embedders.HasIdAndContent`), before every evaluation, the mean id
+    row of their k most content-similar warm items in place of their never-trained random row (0: keep it).
     """
 
     sample_kind = "sequences"  # what it reads; its datamodule declares the same (checked by recforge.run.validate)
@@ -366,13 +367,16 @@ class NextItemModule(TaskModule):
         if self.cold_items is None or self.cold_id_neighbours < 1:
             return
         for part in self.modules():
-            if isinstance(part, HybridEmbedding):
-                weight = part.ids.table.weight  # (N+2, H)
-                cold = self.cold_items.to(weight.device)  # (N+1,)
-                with torch.no_grad():
-                    rows = text_neighbour_rows(weight[: len(cold)], part.text.table[: len(cold)], cold,
-                                               self.cold_id_neighbours)  # (C, H)
-                    weight[: len(cold)][cold] = rows.to(weight.dtype)
+            pair = part.id_and_content() if isinstance(part, HasIdAndContent) else None
+            if pair is None:
+                continue
+            ids, content = pair
+            weight = ids.table.weight  # (N+2, H)
+            cold = self.cold_items.to(weight.device)  # (N+1,)
+            with torch.no_grad():
+                rows = text_neighbour_rows(weight[: len(cold)], content[: len(cold)], cold,
+                                           self.cold_id_neighbours)  # (C, H)
+                weight[: len(cold)][cold] = rows.to(weight.dtype)
 
     def on_test_epoch_end(self) -> None:
         self.test_metrics = self._log_ranks("test", self.test_ranks, self.test_slices)

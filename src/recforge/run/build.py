@@ -2,6 +2,7 @@
 LightningModule and the Trainer with its loggers and callbacks."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +10,13 @@ import lightning as L
 import numpy as np
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from recforge.data.datamodule import SequenceDataModule
 from recforge.data.reviews import ReviewDataModule
 from recforge.models.module import NextItemModule
 from recforge.run.init_from import attach_earlier_items
+from recforge.run.item_features import attach_item_features
 from recforge.run.item_text import attach_item_text
 
 
@@ -30,6 +32,8 @@ def build(cfg: DictConfig) -> tuple[SequenceDataModule, NextItemModule]:
     # text item embedders get their item texts (frozen embeddings through the cache); id models read nothing
     item_text = OmegaConf.to_container(cfg.item_text, resolve=True) if cfg.get("item_text") else {}
     attach_item_text(module, datamodule, cache_dir=cfg.paths.cache_dir, **item_text)  # type: ignore[arg-type]
+    # attribute and vector item embedders get the attribute bags and raw ids of the items
+    attach_item_features(module, datamodule, column=cfg.get("item_attributes", {}).get("column"))
     return datamodule, module
 
 
@@ -54,20 +58,41 @@ NEXT_ITEM_TASK = {"_target_": "recforge.models.module.NextItemModule"}  # runs s
 def build_module(cfg: DictConfig, num_items: int, num_users: int = 0) -> L.LightningModule:
     """The parts sized for ``num_items`` items (and ``num_users`` users for a part with user vectors), wired
     into the task's LightningModule (no data read)."""
-    embedder = instantiate(cfg.item_embedder, num_items=num_items)
+    embedder_users = {"num_users": num_users} if "num_users" in cfg.item_embedder else {}  # LightGCN's graph
+    embedder = instantiate(cfg.item_embedder, num_items=num_items, **embedder_users)
     users = {"num_users": num_users} if "num_users" in cfg.decoder else {}
     encoder_users = {"num_users": num_users} if "num_users" in cfg.encoder else {}  # matrix factorisation
     task = cfg.get("task") or OmegaConf.create(
         {**NEXT_ITEM_TASK, "ks": list(cfg.evaluation.ks), "mask_history": cfg.evaluation.mask_history,
          "item_chunk_size": cfg.evaluation.get("item_chunk_size")})
+    heads = {"heads": build_heads(task.heads, embedder, num_users)} if "heads" in task else {}
     return instantiate(
-        task,
+        _without(task, "heads"),
+        **heads,
         encoder=instantiate(cfg.encoder, item_embedder=embedder, **encoder_users),
         decoder=instantiate(cfg.decoder, item_embedder=embedder, **users),
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
+
+
+def _without(node: DictConfig, key: str) -> DictConfig:
+    """A copy of ``node`` without ``key`` (its value is built here and passed as an object)."""
+    if key not in node:
+        return node
+    rest = copy.copy(node)  # shallow: keeps the parent, so interpolations (${evaluation.ks}) still resolve
+    with open_dict(rest):
+        del rest[key]
+    return rest
+
+
+def build_heads(heads: DictConfig, embedder: Any, num_users: int) -> dict[str, Any]:
+    """task=multi: every pointwise task of ``task.heads`` with its head built on the shared item embedder and
+    sized for ``num_users`` users (recforge.models.multi_module.PointwiseTask)."""
+    return {name: instantiate(_without(node, "head"),
+                              head=instantiate(node.head, item_embedder=embedder, num_users=num_users))
+            for name, node in heads.items()}
 
 
 def compile_loss(module: NextItemModule) -> None:

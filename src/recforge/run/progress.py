@@ -181,10 +181,12 @@ def objective_k(objective: str) -> str | None:
 
 def summary_metrics(objective: str, test: Mapping[str, float]) -> dict[str, float]:
     """The test metrics the summary shows: the overall ones (no warm/cold slices) at the objective's K, the
-    objective's own first (all overall ones when the objective has no K)."""
+    objective's own first (all overall ones when the objective has no K); of task=multi, those of the objective's
+    head (val/intent/auc: test/intent/...)."""
     k = objective_k(objective)
+    task = "".join(f"{part}/" for part in objective.split("/")[1:-1])  # task=multi: "next_item/", "intent/"
     overall = {name: value for name, value in test.items()
-               if name.startswith("test/") and "/" not in name[len("test/"):]}
+               if name.startswith(f"test/{task}") and "/" not in name[len(f"test/{task}"):]}
     chosen = {name: value for name, value in overall.items() if k is None or name.endswith(f"@{k}")}
     first = "test/" + objective.split("/", 1)[-1]
     return dict(sorted(chosen.items(), key=lambda item: item[0] != first))

@@ -46,7 +46,9 @@ from recforge.data.splits import SequencesSplit
 from recforge.errors import RecforgeError
 from recforge.evaluation.metrics import SET_METRICS
 from recforge.models.encoders.itemknn import ItemKNNScores, MultiHot
+from recforge.models.encoders.lightgcn import GraphEmbedding, LightGCN
 from recforge.models.encoders.popularity import ConstantEncoder, PopularityScores
+from recforge.models.multi_module import NEXT_ITEM
 from recforge.rules import (
     ABSENT,
     BOOLEAN,
@@ -334,6 +336,11 @@ def objective_is_computed(cfg: DictConfig) -> str | None:
     metrics = target_class(OmegaConf.select(cfg, "task.metrics._target_"))
     if metrics is not None:  # intent and value tasks: their metrics object names its metrics
         names = [f"val/{name}" for name in metrics.names]
+    heads = OmegaConf.select(cfg, "task.heads")
+    if heads is not None:  # task=multi: val/next_item/<ranking metric>, val/<head>/<its metric>
+        names = [name.replace("val/", f"val/{NEXT_ITEM}/", 1) for name in names] + [
+            f"val/{head}/{name}" for head, node in heads.items()
+            for name in getattr(target_class(OmegaConf.select(node, "metrics._target_")), "names", ())]
     if objective in names:
         return None
     return f"objective={objective} is not a computed metric (expected one of {', '.join(names)})"
@@ -355,6 +362,9 @@ def task_matches_data(cfg: DictConfig) -> str | None:
         return (f"dataset {cfg.dataset.get('name')} and task {task_name} do not fit together: text "
                 "tasks (TextPointwiseModule) and text datasets (ReviewDataModule) go only with each other, e.g. "
                 "experiment=clothing_intent")
+    if "multi" in (task, data):
+        return (f"dataset {cfg.dataset.get('name')} and task {task_name} do not fit together: task=multi reads a "
+                "multi-task rating dataset (e.g. dataset=ml-100k-multi), and that dataset serves only task=multi")
     if task == "ratings":
         return ("task=value and task=intent predict one number per rating and need a rating dataset "
                 f"(e.g. dataset=ml-100k-ratings), not dataset {cfg.dataset.get('name')}")
@@ -390,6 +400,8 @@ PAIRINGS: tuple[Pairing, ...] = (
             "the popularity baseline pairs them: pass encoder=popularity, which selects both"),
     Pairing("encoder", MultiHot, "decoder", ItemKNNScores,
             "the ItemKNN baseline pairs them: pass encoder=itemknn, which selects both"),
+    Pairing("encoder", LightGCN, "item_embedder", GraphEmbedding,
+            "LightGCN propagates users and items together: pass encoder=lightgcn, which selects both"),
 )
 
 
@@ -414,12 +426,12 @@ def parts_paired(cfg: DictConfig) -> list[str]:
 
 
 def users_need_next_item_task(cfg: DictConfig) -> str | None:
-    """An encoder with a vector per user (encoder=mf) is a next-item ranking model: the rating tasks read the
+    """An encoder with a vector per user (encoder=mf, lightgcn) is a next-item ranking model: the rating tasks read the
     history only (their user vectors are decoder=biased_dot's)."""
     encoder, task = _group_class(cfg, "encoder"), _sample_kind(cfg, "task")
     if encoder is None or not getattr(encoder, "uses_users", False) or task in (None, "sequences"):
         return None
-    return (f"encoder {encoder.__qualname__} (encoder=mf) learns a vector per user for next-item ranking (task=next_item), "
+    return (f"encoder {encoder.__qualname__} (a per-user encoder: encoder=mf, lightgcn) learns a vector per user for next-item ranking (task=next_item), "
             "not for task=value or task=intent, whose user vectors are decoder=biased_dot's")
 
 

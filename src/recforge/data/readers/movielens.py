@@ -102,6 +102,7 @@ class _GroupLens:
     DATASET: str
     FILES: list[str]
     has_timestamps = True  # the timestamp column holds epoch seconds
+    attribute_column = "genres"  # item_embedder=attributes: the genres of item_text() ('Action|Drama')
     argument_rules = rule_table(download=BOOLEAN)  # recforge.rules: checked in the config and here
 
     def __init__(self, path: str, download: bool = False) -> None:

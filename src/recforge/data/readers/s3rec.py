@@ -28,6 +28,7 @@ class S3RecSequences:
     """
 
     has_timestamps = False  # the timestamp column is only each item's position in its line
+    attribute_column = "attributes"  # item_embedder=attributes: the item2attributes ids of item_text()
 
     def __init__(self, path: str, attributes_path: str | None = None) -> None:
         self.path = Path(path).expanduser()
