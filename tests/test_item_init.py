@@ -84,3 +84,20 @@ def test_cli_an_unknown_run_ends_in_one_line_and_writes_nothing(tmp_path: Path) 
     lines = [line for line in proc.stderr.splitlines() if "init_from" in line]
     assert len(lines) == 1 and "item_embedder.init_from=no/such/run: no such run directory or checkpoint file" in lines[0]
     assert not (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_lightgcn_run_gives_its_propagated_item_vectors(tmp_path: Path, compose_train) -> None:
+    from recforge.run.checkpoints import load_checkpoint
+    from recforge.run.load import find_checkpoint
+
+    assert run_train(tmp_path, "encoder=lightgcn", f"hydra.run.dir={tmp_path / 'gcn'}").returncode == 0
+    ids, vectors = earlier_item_vectors(str(tmp_path / "gcn"))
+    # the propagated vectors differ from the ego vectors (layer mean over the graph), and are what LightGCN scores with
+    state = load_checkpoint(find_checkpoint(tmp_path / "gcn", "best"))["state_dict"]
+    ego = next(v for k, v in state.items() if k.endswith("ids.table.weight"))[: len(ids)]  # (N+1, H)
+    assert vectors.shape == ego.shape and not torch.allclose(vectors[1:], ego[1:])
+    cfg = compose_train(*TINY, f"item_embedder.init_from={tmp_path / 'gcn'}")
+    datamodule, module = build(cfg)
+    assert init_item_tables(module, item_id_map(datamodule)["item_ids"]) == 1
+    assert item_id_map(datamodule)["item_ids"] == ids  # the same data: every row comes from LightGCN
+    torch.testing.assert_close(module.decoder.item_embedder.table.weight[1:len(ids)].detach(), vectors[1:], rtol=0, atol=0)
