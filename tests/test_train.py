@@ -119,31 +119,36 @@ def test_training_step_counts_only_the_targets_a_window_owns(encoder, compose_tr
 @pytest.mark.parametrize("encoder", ["sasrec", "bert4rec"])
 def test_overlapping_windows_train(encoder, compose_train):
     cfg = compose_train(f"encoder={encoder}", "dataset.train_stride=3", "trainer.max_epochs=4", *TINY)
-    out = Path(cfg.paths.output_dir)
-    datamodule, _ = build(cfg)
-    datamodule.setup("fit")
-    default, _ = build(compose_train(f"encoder={encoder}", *TINY))
-    default.setup("fit")
+    datamodule, default = training_data(cfg), training_data(compose_train(f"encoder={encoder}", *TINY))
     # 3 windows (ending every 3 items) for every 10-item window without overlap, give or take a user's remainder
     assert 2.5 < len(datamodule.train_set) / len(default.train_set) < 3.5
+    out = train_four_epochs_with_falling_loss(cfg)
+    assert read_json(out / "metrics.json")["dataset"]["train_windows"] == len(datamodule.train_set)
+
+
+def training_data(cfg: DictConfig):
+    datamodule, _ = build(cfg)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def train_four_epochs_with_falling_loss(cfg: DictConfig) -> Path:
+    """Train ``cfg`` (4 epochs); its epoch losses are logged for epochs 0-3 and the last is below the first."""
+    out = Path(cfg.paths.output_dir)
     train(cfg)
     losses = epoch_losses(out)
     assert sorted(losses) == [0, 1, 2, 3] and losses[3] < losses[0], losses
-    assert read_json(out / "metrics.json")["dataset"]["train_windows"] == len(datamodule.train_set)
+    return out
 
 
 @pytest.mark.parametrize("encoder", ["sasrec", "gru4rec"])
 def test_batches_by_target_budget_train(encoder, compose_train):
     cfg = compose_train(f"encoder={encoder}", "dataset.batch_targets=60", "trainer.max_epochs=4", *TINY)
-    out = Path(cfg.paths.output_dir)
-    datamodule, _ = build(cfg)
-    datamodule.setup("fit")
+    datamodule = training_data(cfg)
     windows = datamodule.train_set.windows
     steps = math.ceil(int(((windows > 0).sum(dim=1) - 1).sum()) / 60)  # optimiser steps per epoch
     assert steps > 2 * math.ceil(len(datamodule.train_set) / cfg.dataset.batch_size)  # more, smaller steps
-    train(cfg)
-    losses = epoch_losses(out)
-    assert sorted(losses) == [0, 1, 2, 3] and losses[3] < losses[0], losses
+    out = train_four_epochs_with_falling_loss(cfg)
     last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 4 * steps  # every epoch made ceil(targets / budget) steps
 
