@@ -3,10 +3,12 @@ raw id (the rows both know copied exactly, the others left random), and its one-
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,9 +45,13 @@ def test_the_rows_of_the_items_both_know_are_the_earlier_runs_vectors(earlier: P
     datamodule, module = build(cfg)
     before = module.decoder.item_embedder.table.weight.detach().clone()  # (N+2, H)
     mine = item_id_map(datamodule)["item_ids"]
+    streams = torch.random.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
     # this run's map in another order: rows must follow raw ids, not positions; two ids the earlier run lacks
     shuffled = [mine[0]] + list(reversed(mine[1:39])) + ["new-1", "new-2"]
     assert init_item_tables(module, shuffled) == 1
+    # rebuilding the earlier run moved none of this run's random streams (dropout, shuffling stay this seed's)
+    assert torch.equal(torch.random.get_rng_state(), streams[0]) and (np.random.get_state()[1] == streams[1]).all()
+    assert random.getstate() == streams[2]
     after = module.decoder.item_embedder.table.weight.detach()
     for row, raw in enumerate(shuffled[1:], start=1):
         expected = vectors[ids.index(raw)] if raw in ids else before[row]

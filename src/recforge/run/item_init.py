@@ -10,9 +10,10 @@ the hidden size: only item vectors are taken.
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
-import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -35,8 +36,11 @@ def earlier_item_vectors(path: str) -> tuple[list[str], Tensor]:
     except RecforgeError as exc:
         raise RecforgeError(str(exc).replace(f"init_from={path}", key, 1)) from None
     cfg = load_run_config(run_dir, [])
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule, module = build(cfg)
+    states = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):  # rebuilding it must not move this run's random streams
+        datamodule, module = build(cfg)
+    random.setstate(states[0])
+    np.random.set_state(states[1])
     load_weights(module, load_checkpoint(checkpoint)["state_dict"], Path(checkpoint), run_dir)
     if hasattr(module, "fit_parts"):
         datamodule.setup("test")
