@@ -12,8 +12,15 @@ A run's ``recforge-eval`` with ``evaluation.mask_history=s3rec`` (seen items' sc
 does) is recorded as ``<cell>_seed<seed>_s3rec.json`` and gets its own row. Records of the old target-sparing
 mask (a label leak on Yelp, the one dataset with repeated items) are kept for the record but left out of the table.
 
+When a cell's frozen config changes its defaults, its records so far are marked as of an earlier setup
+(``--earlier-setup``): each gets a ``setup`` entry (a label, and the overrides that reproduce it under the new
+config) and a file name with the setup's key, and they keep their own rows below the new default's, so the table
+never mixes two setups in one mean.
+
 Usage: python experiments/s3rec_table.py [outputs/s3rec]            prints the table
        python experiments/s3rec_table.py [outputs/s3rec] --write     also replaces the table in results/s3rec.md
+       python experiments/s3rec_table.py --earlier-setup CELL KEY LABEL OVERRIDE... [--write]
+           marks CELL's records of the default setup as the earlier setup KEY (before recording new runs)
 """
 from __future__ import annotations
 
@@ -78,6 +85,10 @@ def record_runs(root: Path, records: Path) -> list[Path]:
     written = []
     for metrics_file in sorted(root.glob("*/seed*/metrics.json")):
         run = metrics_file.parent
+        if any(f"{run}/" in json.loads(path.read_text()).get("source", "")
+               for path in records.glob(f"{run.parent.name}_seed{run.name[4:]}_*.json")
+               if "setup" in json.loads(path.read_text())):
+            continue  # this run is recorded as of an earlier setup of its cell's config
         metrics = json.loads(metrics_file.read_text())
         info_file = run / "run_info.json"
         info = json.loads(info_file.read_text()) if info_file.is_file() else {}
@@ -104,12 +115,48 @@ def record_runs(root: Path, records: Path) -> list[Path]:
     return written
 
 
-def cell_runs(records: Path, cell: str, rule: bool | str = True) -> list[tuple[int, dict, float | None]]:
-    """(seed, {"test": metrics}, wall seconds) of every recorded run of ``cell`` under masking ``rule``, by seed."""
+def mark_earlier_setup(records: Path, cell: str, key: str, label: str, overrides: list[str]) -> list[Path]:
+    """Mark every record of ``cell``'s current default setup as of the earlier setup ``key``: the record gets
+    ``setup = {"key", "label", "overrides"}`` (``overrides`` reproduce it under the changed config) and moves to
+    ``<cell>_seed<seed>[_s3rec]_<key>.json``, so runs of the new default can take the plain names. Returns the new
+    paths."""
+    if not re.fullmatch(r"[a-z0-9]+", key):
+        raise SystemExit(f"--earlier-setup: the key {key!r} must be lower-case letters and digits (it ends file names).")
+    moved = []
+    for path in sorted(records.glob(f"{cell}_seed*.json")):
+        record = json.loads(path.read_text())
+        if "setup" in record or not re.fullmatch(rf"{re.escape(cell)}_seed\d+(_s3rec)?", path.stem):
+            continue
+        record["setup"] = {"key": key, "label": label, "overrides": list(overrides)}
+        target = path.with_name(f"{path.stem}_{key}.json")
+        if target.exists():
+            raise SystemExit(f"--earlier-setup: {target} exists already; the setup key {key!r} was used before for {cell}.")
+        target.write_text(json.dumps(record, indent=1) + "\n")
+        path.unlink()
+        moved.append(target)
+    if not moved:
+        raise SystemExit(f"--earlier-setup: {records} has no record of {cell}'s current default setup to mark.")
+    return moved
+
+
+def setups(records: Path, cell: str) -> list[dict]:
+    """The earlier setups recorded for ``cell``, in order of their keys."""
+    found = {}
+    for path in records.glob(f"{cell}_seed*.json"):
+        setup = json.loads(path.read_text()).get("setup")
+        if setup:
+            found[setup["key"]] = setup
+    return [found[key] for key in sorted(found)]
+
+
+def cell_runs(records: Path, cell: str, rule: bool | str = True,
+              setup: str | None = None) -> list[tuple[int, dict, float | None]]:
+    """(seed, {"test": metrics}, wall seconds) of every recorded run of ``cell`` under masking ``rule``, by seed;
+    runs of the current default unless ``setup`` names an earlier setup's key."""
     runs = []
     for path in records.glob(f"{cell}_seed*.json"):
         record = json.loads(path.read_text())
-        if record.get("mask_history", True) != rule:
+        if record.get("mask_history", True) != rule or (record.get("setup") or {}).get("key") != setup:
             continue
         runs.append((record["seed"], {"test": record["test"]}, record.get("wall_seconds")))
     return sorted(runs, key=lambda run: run[0])
@@ -122,10 +169,11 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.4f} ± {statistics.stdev(values):.4f}"
 
 
-def command(cell: str, seeds: list[int]) -> str:
+def command(cell: str, seeds: list[int], overrides: list[str] = ()) -> str:
     """The recforge-train call that reruns every seed of a row (a Hydra multirun when there are several)."""
     multirun = "-m " if len(seeds) > 1 else ""
-    return (f"`recforge-train {multirun}experiment={cell} seed={','.join(map(str, seeds))} "
+    extra = "".join(f" {override}" for override in overrides)
+    return (f"`recforge-train {multirun}experiment={cell}{extra} seed={','.join(map(str, seeds))} "
             "dataset.root=../shared/data`")
 
 
@@ -144,30 +192,37 @@ def table(records: Path) -> str:
             rows.append([dataset.capitalize(), name, "published", *(f"{pub[m]:.4f}" for m in METRICS), "", ""])
             rows += rule_rows(records, cell + PAPER, "s3rec", pub, paper=True)
             rows += [row for rule in RULES for row in rule_rows(records, cell, rule, pub)]
+            earlier = setups(records, cell)
             if not cell_runs(records, cell):
                 leaky = any(json.loads(p.read_text()).get("mask_history", True) not in RULES
                             for p in records.glob(f"{cell}_seed*.json"))
-                label = "ours: earlier runs used the leaky mask, re-run pending" if leaky else "ours: not run yet"
+                label = ("ours: earlier runs used the leaky mask, re-run pending" if leaky else
+                         "ours: the current default not run yet" if earlier else "ours: not run yet")
                 rows.append(["", "", label, *BLANK, "", ""])
+            rows += [row for setup in earlier for rule in RULES
+                     for row in rule_rows(records, cell, rule, pub, setup=setup)]
     rows.append(totals_row(records))
     return markdown_table(HEADER, rows)
 
 
 def rule_rows(records: Path, cell: str, rule: bool | str, pub: dict[str, float],
-              paper: bool = False) -> list[list[str]]:
+              paper: bool = False, setup: dict | None = None) -> list[list[str]]:
     """The 'ours' and 'ratio' rows of ``cell`` under masking ``rule`` (none without runs); ``paper``: the cell is a
-    paper-setup experiment (trained and tested in the S3-Rec code's setup), labelled as such."""
-    runs = cell_runs(records, cell, rule)
+    paper-setup experiment (trained and tested in the S3-Rec code's setup), labelled as such; ``setup``: the rows
+    of that earlier setup's records (labelled with it; the command adds its overrides)."""
+    runs = cell_runs(records, cell, rule, setup["key"] if setup else None)
     if not runs:
         return []
     ours = {m: [r[1]["test"][m] for r in runs] for m in METRICS}
     walls = [w for _, _, w in runs if w]
     wall = f"{statistics.fmean(walls) / 60:.0f} min" if walls else ""
     seeds = [s for s, _, _ in runs]
-    how = command(cell, seeds) if rule is True or paper else \
+    how = command(cell, seeds, setup["overrides"] if setup else ()) if rule is True or paper else \
         "the same checkpoints: `recforge-eval run_dir=<run> 'overrides=[\"evaluation.mask_history=s3rec\"]'`"
-    setup = "paper setup: BCE with 1 negative, post-LN, targets weighed equally, S3-Rec masking, " if paper else RULES[rule]
-    label = f"ours ({setup}n={len(runs)}, seeds {','.join(map(str, seeds))})"
+    what = "paper setup: BCE with 1 negative, post-LN, targets weighed equally, S3-Rec masking, " if paper else RULES[rule]
+    if setup:
+        what = f"earlier default: {setup['label']}, " + what
+    label = f"ours ({what}n={len(runs)}, seeds {','.join(map(str, seeds))})"
     return [["", "", label, *(fmt(ours[m]) for m in METRICS), wall, how],
             ["", "", "ratio", *(f"{statistics.fmean(ours[m]) / pub[m]:.2f}" for m in METRICS), "", ""]]
 
@@ -243,7 +298,17 @@ if __name__ == "__main__":
     parser.add_argument("--write", action="store_true", help="replace the table in experiments/results/s3rec.md")
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"),
                         help="where s3rec/*.txt are, for the sample counts of the protocol line")
+    parser.add_argument("--earlier-setup", nargs="+", metavar=("CELL KEY LABEL", "OVERRIDE"),
+                        help="mark CELL's default-setup records as the earlier setup KEY (LABEL, and the overrides "
+                             "that reproduce it) instead of recording runs")
     args = parser.parse_args()
+    if args.earlier_setup:
+        if len(args.earlier_setup) < 4:
+            raise SystemExit("--earlier-setup needs CELL KEY LABEL and at least one OVERRIDE.")
+        cell, key, label, *overrides = args.earlier_setup
+        for moved in mark_earlier_setup(RECORDS, cell, key, label, overrides):
+            print(f"marked {moved}", file=sys.stderr)
+        args.runs = "/nonexistent"  # record nothing: only the marks and (with --write) the table change
     for written in record_runs(Path(args.runs), RECORDS):
         print(f"recorded {written}", file=sys.stderr)
     text, line = table(RECORDS), protocol(args.data_root)

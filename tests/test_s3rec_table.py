@@ -145,3 +145,48 @@ def test_the_protocol_line_counts_test_samples_and_repeated_targets(tmp_path, pr
     page = "intro\n\nProtocol: old\n\n| data | model | n | x |\n|---|\n\nafter\n"
     assert script.replace_table(page, "| data | model | n | y |", "Protocol: new") == (
         "intro\n\nProtocol: new\n\n| data | model | n | y |\n\nafter\n")
+
+
+def test_records_of_an_earlier_default_keep_their_own_rows_below_the_new_default(tmp_path, project_script):
+    script = project_script("experiments/s3rec_table.py")
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    fake_run(runs, 42, 0.0400, "10:00.00")
+    script.record_runs(runs, records)
+    moved = script.mark_earlier_setup(records, "toys_sasrec", "windows", "256 windows per batch",
+                                      ["dataset.batch_targets=null"])
+    assert [p.name for p in moved] == ["toys_sasrec_seed42_windows.json"]
+    assert not (records / "toys_sasrec_seed42.json").exists()
+    assert json.loads(moved[0].read_text())["setup"] == {"key": "windows", "label": "256 windows per batch",
+                                                         "overrides": ["dataset.batch_targets=null"]}
+    assert script.record_runs(runs, records) == []  # the marked run is not recorded again as the new default
+    lines = script.table(records).splitlines()
+    row = lines.index("| Toys | SASRec | published | 0.0463 | 0.0306 | 0.0675 | 0.0374 | 0.0941 | 0.0441 | | |")
+    assert lines[row + 1].startswith("| | | ours: the current default not run yet |")
+    assert lines[row + 2].startswith("| | | ours (earlier default: 256 windows per batch, n=1, seeds 42) | 0.0500 "
+                                     "| 0.0500 | 0.0500 | 0.0400 |")
+    assert lines[row + 2].endswith("| 10 min | `recforge-train experiment=toys_sasrec dataset.batch_targets=null "
+                                   "seed=42 dataset.root=../shared/data` |")
+    assert lines[row + 3].split("|")[7].strip() == f"{0.04 / 0.0374:.2f}"
+    # a run of the new default takes the plain name and the first rows; the earlier rows follow
+    new_runs = tmp_path / "new"
+    fake_run(new_runs, 42, 0.0600, "20:00.00")
+    script.record_runs(new_runs, records)
+    lines = script.table(records).splitlines()
+    assert lines[row + 1].startswith("| | | ours (n=1, seeds 42) | 0.0500 | 0.0500 | 0.0500 | 0.0600 |")
+    assert lines[row + 3].startswith("| | | ours (earlier default: 256 windows per batch, n=1, seeds 42) |")
+    assert lines[-1].startswith("| all | | 1 timed runs |")  # totals count the current default only
+
+
+def test_marking_an_earlier_setup_refuses_a_bad_key_a_used_key_and_a_cell_without_records(tmp_path, project_script):
+    import pytest
+
+    script = project_script("experiments/s3rec_table.py")
+    with pytest.raises(SystemExit, match="has no record of toys_sasrec's current default setup"):
+        script.mark_earlier_setup(tmp_path, "toys_sasrec", "windows", "x", ["a=1"])
+    with pytest.raises(SystemExit, match="the key 'Win dows' must be lower-case letters and digits"):
+        script.mark_earlier_setup(tmp_path, "toys_sasrec", "Win dows", "x", ["a=1"])
+    record = {"seed": 42, "test": {m: 0.01 for m in METRICS}, "wall_seconds": 60.0}
+    (tmp_path / "toys_sasrec_seed42.json").write_text(json.dumps(record))
+    (tmp_path / "toys_sasrec_seed42_windows.json").write_text(json.dumps(record | {"setup": {"key": "windows"}}))
+    with pytest.raises(SystemExit, match="exists already; the setup key 'windows' was used before for toys_sasrec"):
+        script.mark_earlier_setup(tmp_path, "toys_sasrec", "windows", "x", ["a=1"])
