@@ -139,6 +139,39 @@ def test_a_training_step_reaches_every_ego_vector_through_the_graph():
         assert not torch.equal(embedder.output_weights(), before)
 
 
+def test_one_propagation_serves_a_whole_training_step_and_its_backward_releases_it():
+    """Within a step every call shares one propagation with gradients (so the ego gradient is the sum over all
+    uses, as with separate propagations); after backward, or a weight change, the next call propagates afresh,
+    so accumulating two steps' gradients never reaches into a freed graph."""
+    embedder = hand_embedder(num_layers=2)
+    first = embedder.propagated()
+    assert first.requires_grad and embedder.propagated() is first and embedder.user_vectors(torch.tensor([0])).requires_grad
+    with torch.no_grad():
+        assert embedder.propagated() is not first  # no-gradient calls have their own propagation
+    loss = embedder.user_vectors(torch.tensor([0])).sum() + embedder(torch.tensor([3])).sum()  # two uses
+    loss.backward()
+    shared = embedder.users.weight.grad.clone()
+    assert embedder.propagated() is not first  # the backward pass dropped the used propagation
+    # the same loss from two separate propagations (the old behaviour) gives the same gradient
+    embedder.zero_grad()
+    embedder._cached = None
+    users = embedder.user_vectors(torch.tensor([0])).sum()
+    embedder._cached = None
+    (users + embedder(torch.tensor([3])).sum()).backward()
+    torch.testing.assert_close(embedder.users.weight.grad, shared)
+    # gradient accumulation over two steps without an optimiser step between them
+    embedder.zero_grad()
+    for _ in range(2):
+        embedder.user_vectors(torch.tensor([1])).sum().backward()
+    single = torch.autograd.grad(propagate_sum(embedder), embedder.users.weight)[0]
+    torch.testing.assert_close(embedder.users.weight.grad, 2 * single)
+
+
+def propagate_sum(embedder: GraphEmbedding) -> torch.Tensor:
+    embedder._cached = None
+    return embedder.user_vectors(torch.tensor([1])).sum()
+
+
 def test_wrong_item_embedder_and_unfitted_graph_are_refused():
     with pytest.raises(RecforgeError, match="encoder=lightgcn needs item_embedder GraphEmbedding, not IdEmbedding"):
         LightGCN(IdEmbedding(3, 4), max_len=3)
@@ -159,7 +192,8 @@ def test_config_builds_a_graph_of_training_interactions_only(compose_train):
     data = datamodule.training_data
     users = np.repeat(np.arange(data.num_users), np.diff(data.indptr.numpy()))
     train_edges = {(int(u), int(i) + 150) for u, i in zip(users, data.items.numpy())}
-    graph_edges = {(int(a), int(b)) for a, b in embedder.edges.T.tolist() if a < 150}
+    rows = torch.repeat_interleave(torch.arange(len(embedder.crow) - 1), embedder.crow.diff())  # CSR -> (nnz,)
+    graph_edges = {(int(a), int(b)) for a, b in zip(rows.tolist(), embedder.cols.tolist()) if a < 150}
     assert graph_edges == train_edges  # every training pair, and nothing else (no validation or test target)
     held_out = {(int(row["user"]), int(row["target"]) + 150)
                 for part in (datamodule.val_set, datamodule.test_set)
@@ -191,3 +225,20 @@ def test_zero_layers_is_matrix_factorisation():
     torch.testing.assert_close(ours.score(recent, users), theirs.score(recent, users))
     window = torch.tensor([[0, 1, 2, 3]])
     assert torch.equal(ours.encoder.training_pairs(window)[1], mf.training_pairs(window)[1])
+
+
+def test_propagation_under_bf16_autocast_stays_in_fp32_with_the_same_gradient():
+    """CPU has no bf16 sparse product: under ``precision=bf16-mixed`` the propagation (forward and backward) runs
+    in fp32, so values and ego gradients equal those without autocast."""
+    embedder = hand_embedder(num_layers=2)
+    users = torch.tensor([0, 1])
+    plain = embedder.user_vectors(users)
+    plain.sum().backward()
+    want = embedder.users.weight.grad.clone()
+    embedder.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = embedder.user_vectors(users)
+        mixed.sum().backward()
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(embedder.users.weight.grad, want, rtol=0, atol=0)
