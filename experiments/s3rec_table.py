@@ -103,6 +103,8 @@ def record_runs(root: Path, records: Path) -> list[Path]:
             record["mask_history"] = rule
         records.mkdir(parents=True, exist_ok=True)
         path = records / f"{record['cell']}_seed{record['seed']}.json"
+        if path.is_file() and "note" in json.loads(path.read_text()):  # a note written by hand survives re-recording
+            record["note"] = json.loads(path.read_text())["note"]
         path.write_text(json.dumps(record, indent=1) + "\n")
         written.append(path)
         for result in s3rec_evaluations(run)[-1:]:  # the same checkpoint, evaluated under the S3-Rec rule
