@@ -54,7 +54,7 @@ def normalized_adjacency(indptr: np.ndarray, items: np.ndarray, num_users: int, 
 class _SymmetricSparseMM(torch.autograd.Function):
     """``adjacency @ x`` for a symmetric sparse ``adjacency``: its gradient is ``adjacency @ grad`` (A^T = A), so
     the backward pass is one more sparse product instead of torch.sparse.mm's transpose and coalesce of A (on
-    ML-100K's graph, 203,714 entries, CSR forward and backward take 1/7 of COO's time: benchmarks/results/results.md)."""
+    ML-100K's graph, 203,714 entries, CSR forward and backward take 1/7 of COO's time: experiments/results/lightgcn.md)."""
 
     @staticmethod
     def forward(ctx, adjacency: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
