@@ -85,9 +85,8 @@ def record_runs(root: Path, records: Path) -> list[Path]:
     written = []
     for metrics_file in sorted(root.glob("*/seed*/metrics.json")):
         run = metrics_file.parent
-        if any(f"{run}/" in json.loads(path.read_text()).get("source", "")
-               for path in records.glob(f"{run.parent.name}_seed{run.name[4:]}_*.json")
-               if "setup" in json.loads(path.read_text())):
+        earlier = (json.loads(path.read_text()) for path in records.glob(f"{run.parent.name}_seed{run.name[4:]}_*.json"))
+        if any("setup" in old and f"{run}/" in old.get("source", "") for old in earlier):
             continue  # this run is recorded as of an earlier setup of its cell's config
         metrics = json.loads(metrics_file.read_text())
         info_file = run / "run_info.json"
@@ -103,8 +102,9 @@ def record_runs(root: Path, records: Path) -> list[Path]:
             record["mask_history"] = rule
         records.mkdir(parents=True, exist_ok=True)
         path = records / f"{record['cell']}_seed{record['seed']}.json"
-        if path.is_file() and "note" in json.loads(path.read_text()):  # a note written by hand survives re-recording
-            record["note"] = json.loads(path.read_text())["note"]
+        note = json.loads(path.read_text()).get("note") if path.is_file() else None
+        if note:  # a note written by hand survives re-recording
+            record["note"] = note
         path.write_text(json.dumps(record, indent=1) + "\n")
         written.append(path)
         for result in s3rec_evaluations(run)[-1:]:  # the same checkpoint, evaluated under the S3-Rec rule
