@@ -77,6 +77,7 @@ from recforge.models.samplers import (
 from recforge.models.schedules import WarmupCosine
 from recforge.models.weighting import FixedWeights, UncertaintyWeights
 from recforge.run.build import build, build_trainer
+from recforge.run.memory import EvalHeap
 from recforge.run.progress import (
     CompactModelSummary,
     ObjectiveProgressBar,
@@ -152,7 +153,7 @@ def test_discovery_finds_every_known_group_and_option():
     assert by_group["scheduler"] >= {"none", "warmup_cosine"}
     assert by_group["trainer"] >= {"cpu", "gpu", "ddp"}
     assert by_group["logger"] >= {"csv", "tensorboard", "wandb", "many", "none"}
-    assert by_group["callbacks"] >= {"default", "none"}
+    assert by_group["callbacks"] >= {"default", "none", "low_memory"}
     assert by_group["decoder"] >= {"dot", "popularity"}
     assert by_group["item_embedder"] >= {"id"}
 
@@ -720,6 +721,12 @@ def check_callbacks(option: str, compose_train, tmp_path: Path) -> None:
         default = compose_train("callbacks=default", "logger=none").callbacks
         assert list(cfg.callbacks) == [*default, "step_checkpoint"]
         assert built["model_checkpoint"].save_last is False and built["step_checkpoint"].save_last is True
+    if option == "low_memory":  # default's callbacks and the evaluation heap policy
+        default = compose_train("callbacks=default", "logger=none").callbacks
+        assert list(cfg.callbacks) == [*default, "eval_heap"]
+        heap = built["eval_heap"]
+        assert isinstance(heap, EvalHeap)
+        assert (heap.eval_bytes, heap.train_bytes) == (4 * 2**20, 32 * 2**20)
     trainer = build_trainer(cfg)
     for callback in built.values():
         assert any(type(c) is type(callback) for c in trainer.callbacks)
