@@ -421,10 +421,12 @@ PROTOCOL_TEXT = [
      "by RecBole's bundled copy of MovieLens-100K (its own ids and timestamps), which the split check catches."),
     "",
     ("LightGCN (a general recommender on both sides: item order ignored): 3 propagation layers, hidden 64, Adam "
-     "with the experiment's lr (2e-2), BPR with one uniform negative per training interaction; RecBole samples batches of 2048 "
-     "(user, item) training interactions and adds its default L2 term on the batch's ego vectors "
-     "(reg_weight 1e-5), recforge samples user windows (`dataset.max_len` + 1 interactions each, every one a "
-     "target) and has no L2 term. The split check counts RecBole's training interactions."),
+     "with the experiment's lr (2e-2); RecBole trains with BPR (one uniform negative per training interaction) "
+     "on batches of 2048 (user, item) training interactions and adds its default L2 term on the batch's ego "
+     "vectors (reg_weight 1e-5); recforge's experiments (since 2026-12-03) train with full-softmax CE on batches "
+     "of about 2,048 training targets cut from user windows (`dataset.max_len` + 1 interactions each, every one a "
+     "target; rows with `loss=bpr dataset.batch_targets=null`: BPR on 256 windows) and have no L2 term. The split "
+     "check counts RecBole's training interactions."),
     "",
 ]
 
