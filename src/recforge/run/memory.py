@@ -8,8 +8,8 @@ Beauty LightGCN (one training epoch of 3 batches, then validation of 22,363 user
 about 490 MiB accumulate during validation; with this callback (1 MiB), 826 MiB.
 
 The price is time: a mapped block is zeroed page by page each time it is taken. Beauty SASRec, 1 training step, one
-validation and one test pass of 22,363 users, the whole command on a loaded 2-core machine: peak RSS 979-1,149 MiB
-in 47-50 s without it; 774 MiB in 61-65 s at 1 MiB, 797 MiB in 62 s at 4 MiB, 950 MiB in 64 s at 16 MiB.
+validation and one test pass of 22,363 users, the whole command on a loaded 2-core machine: peak RSS 979-1,203 MiB
+in 47-54 s without it; 774 MiB in 61-65 s at 1 MiB, 797 MiB in 62 s at 4 MiB, 950 MiB in 64 s at 16 MiB.
 For the whole run (not only evaluation) the cost falls on training too (Beauty GRU4Rec, 200 steps: 40-46 s against
 51-54 s), which is why :class:`EvalHeap` acts only around validation and test, and afterwards returns the heap's
 free pages to the system (``malloc_trim``) and sets the training threshold back. It is therefore not in
