@@ -570,7 +570,10 @@ def check_loss(option: str, compose_train, tmp_path: Path) -> None:
     if isinstance(loss, (SampledBCE, BPR)):
         assert isinstance(loss.sampler, UniformNegatives) and loss.sampler.num_negatives == 1
     if isinstance(loss, CrossEntropy):
-        assert loss.label_smoothing == 0.0
+        assert loss.label_smoothing == 0.0 and loss.chunk_rows is None
+        chunked = instantiate(compose_train("loss=ce", "loss.chunk_rows=4").loss)  # 6 targets in blocks of 4 and 2
+        assert chunked.chunk_rows == 4
+        assert float(chunked(hidden, tgt, decoder).detach()) == pytest.approx(math.log(10), rel=1e-6)
 
 
 def check_loss_sampler(option: str, compose_train, tmp_path: Path) -> None:

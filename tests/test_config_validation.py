@@ -87,6 +87,7 @@ RANGE = [
     (["loss=bce", "loss.sampler.num_negatives=0"], "loss.sampler.num_negatives=0 must be an integer >= 1."),
     (["loss=bpr", "loss.sampler.num_negatives=-3"], "loss.sampler.num_negatives=-3 must be an integer >= 1."),
     (["loss.label_smoothing=1"], "loss.label_smoothing=1 must be a number in [0, 1)."),
+    (["loss.chunk_rows=0"], "loss.chunk_rows=0 must be an integer >= 1 (or null)."),
     (["task=value", "dataset=ml-100k-ratings", "loss=huber", "loss.delta=0"], "loss.delta=0 must be a number > 0."),
     (["encoder=history_mean", "encoder.length_power=1.5"], "encoder.length_power=1.5 must be a number in [0, 1]."),
     (["scheduler=warmup_cosine", "scheduler.warmup_steps=-1"], "scheduler.warmup_steps=-1 must be an integer >= 0."),
@@ -185,6 +186,9 @@ CROSS = [
     (["dataset.cold_items=0.2", "loss.label_smoothing=0.1"],
      "dataset.cold_items=0.2 needs loss.label_smoothing=0, not 0.1 (smoothing would put probability on the cold "
      "items, which training must never score)."),
+    (["loss.chunk_rows=512", "loss.label_smoothing=0.1"],
+     ("loss.chunk_rows=512 works without label smoothing only, not with loss.label_smoothing=0.1: set one of them "
+      "to its default.")),
     (["dataset.reader.min_length=30", "dataset.reader.max_length=20"],
      "dataset.reader.min_length=30 must be <= dataset.reader.max_length=20."),
     (["objective=val/ndcg@7"],
@@ -261,6 +265,7 @@ ACCEPTED = [
     ["optimizer.lr=1"], ["optimizer.lr=1e-9"], ["encoder.dropout=0"], ["encoder.dropout=0.99"], ["dataset.max_len=2"],
     ["dataset.train_stride=1"], ["dataset.train_stride=50"], ["dataset.train_stride=null"],
     ["dataset.batch_targets=50"], ["dataset.batch_targets=4096"], ["dataset.batch_targets=null"],
+    ["loss.chunk_rows=1"], ["loss.chunk_rows=null"],
     ["evaluation.ks=[1]", "objective=val/ndcg@1"], ["callbacks.early_stopping.patience=0"], ["trainer.max_epochs=-1"],
     ["trainer.max_epochs=null"], ["trainer.devices=-1"], ["trainer.devices=auto"], ["trainer.devices=[0,1]"],
     ["trainer.precision=16"], ["trainer.precision=bf16-mixed"], ["trainer.precision=64-true"],

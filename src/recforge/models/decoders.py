@@ -36,6 +36,11 @@ class Decoder(nn.Module):
         (K,) -> (M, K)."""
         return self.score_items(hidden, items.expand(hidden.shape[0], -1))  # (M, K)
 
+    def linear_scores(self) -> tuple[Tensor, Tensor] | None:
+        """``(weights (N+1, H), bias (N+1,))`` with ``forward(hidden) == hidden @ weights.T + bias``, for a loss
+        that scores the items a block of rows at a time (``loss.chunk_rows``); None: the scores are not linear."""
+        return None
+
 
 class DotProduct(Decoder):
     """Score = <hidden, item embedding>, with the embedding table tied to the encoder's input."""
@@ -54,6 +59,11 @@ class DotProduct(Decoder):
         # padding at -inf through the matmul's bias (0 elsewhere leaves the products as they are), not by an
         # in-place write into the scores, whose backward (CopySlices) clones the (M, N+1) gradient every step
         return torch.addmm(padding_bias(weights), hidden, weights.T)  # (M, N+1)
+
+    def linear_scores(self) -> tuple[Tensor, Tensor]:
+        """The item table (N+1, H) and the padding bias (N+1,): ``forward`` is their affine map."""
+        weights = self.item_embedder.output_weights()  # (N+1, H)
+        return weights, padding_bias(weights)
 
     def score_items(self, hidden: Tensor, items: Tensor) -> Tensor:
         """Scores of chosen items only. hidden: (M, H), items: (M, K) -> (M, K)."""

@@ -8,9 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recforge.errors import RecforgeError
 from recforge.models.encoders.base import FitsData
 from recforge.models.samplers import SharedNegatives, UniformNegatives
-from recforge.rules import BOOLEAN, DROPOUT, check_arguments, rule_table
+from recforge.rules import (
+    BOOLEAN,
+    DROPOUT,
+    check_arguments,
+    int_at_least,
+    optional,
+    rule_table,
+)
 
 if TYPE_CHECKING:
     from recforge.data.datamodule import TrainingData
@@ -21,6 +29,7 @@ class Decoder(Protocol):
     def __call__(self, hidden: Tensor) -> Tensor: ...
     def score_items(self, hidden: Tensor, items: Tensor) -> Tensor: ...
     def score_shared(self, hidden: Tensor, items: Tensor) -> Tensor: ...
+    def linear_scores(self) -> tuple[Tensor, Tensor] | None: ...
 
 
 class NextItemLoss(nn.Module):
@@ -33,21 +42,90 @@ class NextItemLoss(nn.Module):
 
 
 class CrossEntropy(NextItemLoss):
-    """Full softmax cross-entropy over all items."""
+    """Full softmax cross-entropy over all items.
 
-    argument_rules = rule_table(label_smoothing=DROPOUT)  # recforge.rules: checked in the config and here
+    ``chunk_rows``: None builds the (M, N+1) logits of every target at once (and autograd keeps several copies of
+    them for the backward pass). An integer scores that many targets at a time and computes their gradient on the
+    spot (:func:`linear_cross_entropy`): the same loss and gradients up to float rounding, memory O(chunk_rows x N)
+    instead of O(M x N), the same three products. It needs a decoder whose scores are an affine map of the hidden
+    state (``linear_scores``: DotProduct, every trained decoder here); any other decoder is an error."""
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    # recforge.rules: checked in the config and here
+    argument_rules = rule_table(label_smoothing=DROPOUT, chunk_rows=optional(int_at_least(1)))
+
+    def __init__(self, label_smoothing: float = 0.0, chunk_rows: int | None = None) -> None:
         super().__init__()
-        check_arguments(CrossEntropy, "loss", label_smoothing=label_smoothing)
-        self.label_smoothing = label_smoothing
+        check_arguments(CrossEntropy, "loss", label_smoothing=label_smoothing, chunk_rows=chunk_rows)
+        if chunk_rows is not None and label_smoothing:
+            raise RecforgeError(f"loss.chunk_rows={chunk_rows} works without label smoothing only "
+                                f"(loss.label_smoothing={label_smoothing}): set one of them to its default.")
+        self.label_smoothing, self.chunk_rows = label_smoothing, chunk_rows
 
     def forward(self, hidden: Tensor, targets: Tensor, decoder: Decoder) -> Tensor:
+        if self.chunk_rows is not None:
+            parts = decoder.linear_scores()
+            if parts is None:
+                raise RecforgeError(f"loss.chunk_rows needs a decoder whose scores are linear in the hidden state; "
+                                    f"{type(decoder).__name__} is not: set loss.chunk_rows=null.")
+            return linear_cross_entropy(hidden, *parts, targets, self.chunk_rows)
         logits = decoder(hidden)  # (M, N+1)
         if self.label_smoothing:
             logits = logits[:, 1:]  # smoothing must not put mass on padding
             return F.cross_entropy(logits.float(), targets - 1, label_smoothing=self.label_smoothing)
         return F.cross_entropy(logits.float(), targets)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean softmax cross-entropy of ``hidden @ weights.T + bias`` against ``targets``, ``rows`` targets at a
+    time; the gradients are computed in the forward pass, block by block, so no (M, N+1) matrix is ever kept."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, hidden: Tensor, weights: Tensor, bias: Tensor,
+                targets: Tensor, rows: int) -> Tensor:
+        # hidden (M, H), weights (N+1, H), bias (N+1,), targets (M,)
+        m = hidden.shape[0]
+        grads = any(ctx.needs_input_grad[:3])  # False under torch.no_grad
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None  # (M, H)
+        grad_weights = torch.zeros_like(weights, dtype=torch.float32) if ctx.needs_input_grad[1] else None  # (N+1, H)
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if ctx.needs_input_grad[2] else None  # (N+1,)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, m, rows):
+            h, t = hidden[start:start + rows], targets[start:start + rows]  # (C, H), (C,)
+            logits = torch.addmm(bias, h, weights.T).float()  # (C, N+1)
+            lse = torch.logsumexp(logits, dim=1)  # (C,)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            if not grads:
+                continue
+            probs = logits.sub_(lse[:, None]).exp_()  # (C, N+1) softmax, in the logits' memory
+            probs[torch.arange(t.shape[0], device=t.device), t] -= 1.0  # d loss_i / d logits_i (before the mean)
+            if grad_hidden is not None:
+                grad_hidden[start:start + rows] = (probs @ weights.to(probs.dtype)).to(hidden.dtype)  # (C, H)
+            if grad_weights is not None:
+                grad_weights += probs.T @ h.to(probs.dtype)  # (N+1, H)
+            if grad_bias is not None:
+                grad_bias += probs.sum(0)  # (N+1,)
+        ctx.grads = (grad_hidden, grad_weights, grad_bias)  # not inputs of any later op: no version check needed
+        ctx.m = m
+        ctx.dtypes = (weights.dtype, bias.dtype)
+        return total / m
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
+                 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
+        grad_hidden, grad_weights, grad_bias = ctx.grads
+        scale = grad_out / ctx.m  # the mean over the M targets
+        needs = ctx.needs_input_grad
+        return ((grad_hidden * scale).to(grad_hidden.dtype) if needs[0] else None,
+                (grad_weights * scale).to(ctx.dtypes[0]) if needs[1] else None,
+                (grad_bias * scale).to(ctx.dtypes[1]) if needs[2] else None, None, None)
+
+
+def linear_cross_entropy(hidden: Tensor, weights: Tensor, bias: Tensor, targets: Tensor, rows: int) -> Tensor:
+    """``F.cross_entropy((hidden @ weights.T + bias).float(), targets)`` (mean over the M rows) scoring ``rows``
+    targets at a time: hidden (M, H), weights (N+1, H), bias (N+1,) (-inf at ids that are never candidates),
+    targets (M,) -> a scalar. Peak memory O(rows x N) in place of O(M x N); the gradients of hidden, weights and
+    bias are the same products autograd would compute, made in the forward pass block by block."""
+    return _LinearCrossEntropy.apply(hidden, weights, bias, targets, rows)
 
 
 class _SampledLoss(NextItemLoss):

@@ -64,6 +64,14 @@ class WithoutItems:
         scores = self.decoder(hidden)  # (M, N+1)
         return scores + self.bias.to(scores.device, scores.dtype)
 
+    def linear_scores(self) -> tuple[Tensor, Tensor] | None:
+        """The decoder's affine map with the excluded ids' bias at -inf (None if the decoder has none)."""
+        parts = self.decoder.linear_scores()
+        if parts is None:
+            return None
+        weights, bias = parts  # (N+1, H), (N+1,)
+        return weights, bias + self.bias.to(bias.device, bias.dtype)
+
     def score_items(self, hidden: Tensor, items: Tensor) -> Tensor:
         """Scores of chosen items (M, K); a sampled loss's sampler never draws excluded ids."""
         return self.decoder.score_items(hidden, items)

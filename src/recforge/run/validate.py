@@ -326,6 +326,15 @@ def cold_items_unsmoothed(cfg: DictConfig) -> str | None:
             "probability on the cold items, which training must never score)")
 
 
+def chunked_ce_unsmoothed(cfg: DictConfig) -> str | None:
+    """``loss.chunk_rows`` computes the plain cross-entropy's gradient block by block: no label smoothing."""
+    rows, smoothing = valid(cfg, "loss.chunk_rows"), valid(cfg, "loss.label_smoothing")
+    if rows is ABSENT or rows is None or smoothing is ABSENT or smoothing == 0:
+        return None
+    return (f"loss.chunk_rows={rows} works without label smoothing only, not with loss.label_smoothing={smoothing}: "
+            "set one of them to its default")
+
+
 def objective_is_computed(cfg: DictConfig) -> str | None:
     """The objective is a validation metric that is computed, e.g. val/ndcg@10 with 10 in evaluation.ks."""
     ks, objective = valid(cfg, "evaluation.ks"), valid(cfg, "objective")
@@ -475,7 +484,8 @@ def sampled_needs_one_target(cfg: DictConfig) -> str | None:
 
 
 CROSS_CHECKS: tuple[CrossCheck, ...] = (
-    heads_divide_hidden, encoder_window_covers_data, cold_items_unsmoothed, objective_is_computed,
+    heads_divide_hidden, encoder_window_covers_data, cold_items_unsmoothed, chunked_ce_unsmoothed,
+    objective_is_computed,
     task_matches_data, entries_have_targets, parts_paired, users_need_next_item_task, sampled_needs_one_target,
     unknown_arguments,
 )
