@@ -562,7 +562,8 @@ def check_loss(option: str, compose_train, tmp_path: Path) -> None:
         return
     value = float(loss(hidden, tgt, decoder).detach())
     assert math.isfinite(value)
-    known = {"ce": (CrossEntropy, math.log(10)), "bce": (SampledBCE, 2 * math.log(2)), "bpr": (BPR, math.log(2))}
+    known = {"ce": (CrossEntropy, math.log(10)), "ce_chunked": (CrossEntropy, math.log(10)),
+             "bce": (SampledBCE, 2 * math.log(2)), "bpr": (BPR, math.log(2))}
     if option in known:
         cls, expected = known[option]
         assert type(loss) is cls
@@ -570,7 +571,7 @@ def check_loss(option: str, compose_train, tmp_path: Path) -> None:
     if isinstance(loss, (SampledBCE, BPR)):
         assert isinstance(loss.sampler, UniformNegatives) and loss.sampler.num_negatives == 1
     if isinstance(loss, CrossEntropy):
-        assert loss.label_smoothing == 0.0 and loss.chunk_rows is None
+        assert loss.label_smoothing == 0.0 and loss.chunk_rows == (1024 if option == "ce_chunked" else None)
         chunked = instantiate(compose_train("loss=ce", "loss.chunk_rows=4").loss)  # 6 targets in blocks of 4 and 2
         assert chunked.chunk_rows == 4
         assert float(chunked(hidden, tgt, decoder).detach()) == pytest.approx(math.log(10), rel=1e-6)
