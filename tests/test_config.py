@@ -841,7 +841,9 @@ def check_experiment(option: str, compose_train, tmp_path: Path) -> None:
                 assert cfg.dataset.name == value
             elif group in ("encoder", "loss", "optimizer"):
                 expected = OmegaConf.load(CONF / group / f"{value}.yaml")
-                target = expected.get("_target_") or expected[group]._target_  # popularity is @package _global_
+                target = (expected.get("_target_")
+                          or (expected[group]._target_ if group in expected  # popularity is @package _global_
+                              else compose_train(f"{group}={value}")[group]._target_))  # ce_chunked extends ce
                 assert cfg[group]._target_ == target, group
     # ... and every value it sets wins over the group defaults
     for key, value in _leaves(source).items():
