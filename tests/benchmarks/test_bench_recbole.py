@@ -113,8 +113,11 @@ def test_recbole_config_for_lightgcn_trains_with_bpr_on_interactions():
     assert (c["embedding_size"], c["n_layers"], c["reg_weight"], c["train_batch_size"]) == (64, 3, 1e-5, 2048)
     assert c["train_neg_sample_args"]["distribution"] == "uniform" and c["train_neg_sample_args"]["sample_num"] == 1
     assert c["learning_rate"] == 0.001 and c["stopping_step"] == 9 and c["loss_type"] == "BPR"
-    with pytest.raises(SystemExit, match="recforge.models.losses.BPR"):
-        rc.recbole_config(experiment(), "lightgcn", "D", "C", None)  # a CE loss is no LightGCN pair
+    # recforge's LightGCN experiments train with CE (RecBole's side stays BPR); a sampled loss is no LightGCN pair
+    assert rc.recbole_config({**cfg, "loss": experiment()["loss"]}, "lightgcn", "D", "C", None)["loss_type"] == "BPR"
+    with pytest.raises(SystemExit, match="needs recforge.models.losses.BPR or recforge.models.losses.CrossEntropy"):
+        rc.recbole_config({**cfg, "loss": {"_target_": "recforge.models.losses.SampledSoftmax"}}, "lightgcn", "D", "C",
+                          None)
 
 
 @pytest.mark.parametrize("change, needle", [
