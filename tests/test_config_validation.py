@@ -170,22 +170,22 @@ CROSS = [
     (["dataset.train_stride=51"],
      "dataset.train_stride=51 must be <= dataset.max_len=50 (windows further apart would leave targets out of training)."),
     (["dataset.batch_targets=49"],
-     "dataset.batch_targets=49 must be >= dataset.max_len=50: one training window holds up to max_len targets "
-     "(or null: batches of dataset.batch_size windows)."),
+     ("dataset.batch_targets=49 must be >= dataset.max_len=50: one training window holds up to max_len targets "
+     "(or null: batches of dataset.batch_size windows).")),
     (["dataset/split=temporal_ratio", "dataset.split.train=0.9", "dataset.split.val=0.2"],
      "dataset.split.train=0.9 + dataset.split.val=0.2 must be < 1 (the rest of each sequence is the test part)."),
     (["dataset/split=temporal_ratio", "dataset.cold_items=0.2"],
-     "dataset.cold_items=0.2 needs dataset/split=leave_one_out (cold items are held out as validation and test "
-     "targets only), not TemporalRatio."),
+     ("dataset.cold_items=0.2 needs dataset/split=leave_one_out (cold items are held out as validation and test "
+     "targets only), not TemporalRatio.")),
     (["dataset/split=global_temporal", "evaluation.sampled.negatives=100"],
-     "evaluation.sampled.negatives=100 ranks one target per sample, but dataset/split (GlobalTemporal) gives each "
-     "sample a set of targets; use full ranking (evaluation.sampled.negatives=null)."),
+     ("evaluation.sampled.negatives=100 ranks one target per sample, but dataset/split (GlobalTemporal) gives each "
+     "sample a set of targets; use full ranking (evaluation.sampled.negatives=null).")),
     (["dataset/split=global_temporal", "dataset.split.val=0.5", "dataset.split.test=0.5"],
-     "dataset.split.val=0.5 + dataset.split.test=0.5 must be < 1 (the interactions before the validation cut are "
-     "the training data)."),
+     ("dataset.split.val=0.5 + dataset.split.test=0.5 must be < 1 (the interactions before the validation cut are "
+     "the training data).")),
     (["dataset.cold_items=0.2", "loss.label_smoothing=0.1"],
-     "dataset.cold_items=0.2 needs loss.label_smoothing=0, not 0.1 (smoothing would put probability on the cold "
-     "items, which training must never score)."),
+     ("dataset.cold_items=0.2 needs loss.label_smoothing=0, not 0.1 (smoothing would put probability on the cold "
+     "items, which training must never score).")),
     (["loss.chunk_rows=512", "loss.label_smoothing=0.1"],
      ("loss.chunk_rows=512 works without label smoothing only, not with loss.label_smoothing=0.1: set one of them "
       "to its default.")),
