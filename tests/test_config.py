@@ -260,7 +260,7 @@ def check_multi_dataset(option: str, compose_train) -> None:
     (tests/data/test_multitask_data.py checks that no held-out label reaches a training input)."""
     cfg = compose_train(f"dataset={option}", "task=multi", f"dataset.root={SHARED_DATA}")
     dm = instantiate(cfg.dataset)
-    assert isinstance(dm, MultiTaskDataModule) and (dm.max_len, dm.batch_size, dm.threshold) == (50, 512, 4)
+    assert isinstance(dm, MultiTaskDataModule) and (dm.max_len, dm.batch_size, dm.threshold) == (50, 256, 4)
     if not Path(cfg.dataset.reader.path).exists():
         with pytest.raises(RecforgeError):
             dm.setup()
@@ -268,7 +268,8 @@ def check_multi_dataset(option: str, compose_train) -> None:
     dm.setup()
     if option == "ml-100k-multi":  # fold 0: 20,000 test and 4,000 validation ratings; 2 held out per user
         assert (dm.stats["users"], dm.stats["items"], dm.stats["ratings"]) == (943, 1682, 100000)
-        assert (dm.stats["test_samples"], dm.stats["val_samples"], dm.stats["train_samples"]) == (20000, 4000, 74114)
+        assert (dm.stats["test_samples"], dm.stats["val_samples"], dm.stats["train_events"], dm.stats["train_samples"]) == (
+            20000, 4000, 74114, 73171)
         assert dm.stats["next_item_val_samples"] == dm.stats["next_item_test_samples"] == 943
         assert dm.train_means["intent"] == pytest.approx(0.553, abs=0.01)
 

@@ -21,8 +21,8 @@ from recforge.run.build import build
 from recforge.run.validate import validate_config
 from recforge.train import train
 
-SMALL = ["hidden_size=16", "dataset.max_len=8", "encoder.max_len=8", "dataset.batch_size=64",
-         "dataset.next_item_batch_size=16", "callbacks.progress_bar=null", "logger=csv",
+SMALL = ["hidden_size=16", "dataset.max_len=8", "encoder.max_len=8", "dataset.batch_size=16",
+         "callbacks.progress_bar=null", "logger=csv",
          "callbacks.early_stopping=null"]
 
 
@@ -121,14 +121,47 @@ def test_single_task_baseline_trains_only_its_head(compose_train, tmp_path):
     """A weight of 0 switches a head's training off: its parameters get no gradient, the others train."""
     cfg = multi_cfg(compose_train, tmp_path, "task.weighting.weights.next_item=0", "task.weighting.weights.intent=0")
     dm, module = build(cfg)
-    loaders = dm.train_dataloader().iterables
-    batch = {"next_item": next(iter(loaders["next_item"])), "pointwise": next(iter(loaders["pointwise"]))}
+    batch = next(iter(dm.train_dataloader()))
     module.eval()  # no dropout: the step's loss is exactly the value head's MSE
     loss = module.training_step(batch, 0)
     loss.backward()
     value, intent = module.heads["value"].head, module.heads["intent"].head
     assert value.user_vectors.weight.grad is not None and intent.user_vectors.weight.grad is None
+    assert module.decoder.item_embedder.table.weight.grad is not None  # the shared table, through the head
+
+
+def test_pointwise_heads_read_the_state_before_each_target(compose_train, tmp_path):
+    """The training step scores every window target for every head from one encoder pass: the value head's loss is
+    the MSE of head(state at t, user, item at t + 1) against the rating of item t + 1 (and the intent head's BCE
+    alike), paired here position by position."""
+    dm, module = build(multi_cfg(compose_train, tmp_path))
+    batch = next(iter(dm.train_dataloader()))
+    module.eval()
     with torch.no_grad():
-        outputs = module.pointwise_outputs(batch["pointwise"], ["value"])["value"]  # (B,)
-        expected = torch.mean((outputs - batch["pointwise"]["rating"]) ** 2)
-    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+        losses = module.training_losses(batch)
+        items, rating, users = batch["items"], batch["rating"], batch["user"]  # (B, W), (B, W), (B,)
+        hidden = module.encoder(items[:, :-1])  # (B, W - 1, H)
+        squared, logs, count = 0.0, 0.0, 0
+        for b in range(items.shape[0]):
+            for t in range(items.shape[1] - 1):
+                if items[b, t] == 0:  # left padding: no state, no target
+                    continue
+                state = hidden[b, t][None]  # (1, H): it has read positions 0..t only (causal)
+                target, user = items[b, t + 1 : t + 2], users[b : b + 1]
+                value = module.heads["value"].head(state, user, target)  # (1,)
+                logit = module.heads["intent"].head(state, user, target)
+                intent = float(rating[b, t + 1] >= 4)
+                squared += float((value - rating[b, t + 1]) ** 2)
+                logs += float(torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.tensor([intent])))
+                count += 1
+    assert count == int((items[:, :-1] > 0).sum()) > items.shape[0]
+    assert float(losses["value"]) == pytest.approx(squared / count, rel=1e-5)
+    assert float(losses["intent"]) == pytest.approx(logs / count, rel=1e-5)
+    # rating and intent sit at the same positions as the items (0 at padding)
+    assert torch.equal(batch["rating"] > 0, items > 0) and torch.equal(batch["intent"], (rating >= 4).float())
+
+
+def test_multi_refuses_an_encoder_that_reads_later_positions(compose_train, tmp_path):
+    with pytest.raises(RecforgeError, match="task=multi needs a next-item encoder .* not BERT4Rec"):
+        validate_config(multi_cfg(compose_train, tmp_path, "encoder=bert4rec"))
+    validate_config(compose_train("task=multi", "dataset=ml-100k-multi", "encoder=gru4rec"))  # causal: accepted

@@ -1,11 +1,13 @@
 """LightningModule for ``task=multi``: one sequence encoder, one head per behaviour, trained together.
 
 Heads: next item (the ``decoder`` over all items, ``loss`` at every position of a window, as NextItemModule),
-and pointwise heads (``heads``: intent = a logit of rating >= threshold, value = the rating; history + user +
-target item -> one number, as PointwiseModule). The encoder and the item table are shared. Each training step reads
-``{"next_item": windows, "pointwise": samples}`` (recforge.data.multitask, which also explains why no held-out
-label reaches a training input) and ``weighting`` (recforge.models.weighting: fixed weights or Kendall et al.'s
-uncertainty weighting) adds the per-task losses. Validation and test score every head on its own samples and log
+and pointwise heads (``heads``: intent = a logit of rating >= threshold, value = the rating; user state + user +
+target item -> one number, as PointwiseModule). The encoder and the item table are shared. Each training step
+encodes one batch of windows once (recforge.data.multitask, which also explains why no held-out label reaches a
+training input): the state at every position predicts the next item and, for the pointwise heads, the rating and
+intent of that same next item (the encoder must read no later position: ``SequenceEncoder.next_item_states``).
+``weighting`` (recforge.models.weighting: fixed weights or Kendall et al.'s uncertainty weighting) adds the
+per-task losses. Validation and test score every head on its own samples and log
 ``stage/<task>/<metric>``: ``val/next_item/ndcg@10``, ``val/intent/auc``, ``val/value/rmse``; ``objective`` may
 name any of them.
 """
@@ -81,28 +83,33 @@ class MultiTaskModule(TaskModule):
             acc.num_items, acc.item_counts = len(counts) - 1, counts
 
     # ---- training -------------------------------------------------------------------------------------
-    def next_item_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """Mean loss over every target position of the windows (as NextItemModule)."""
-        inputs, targets = self.encoder.training_pairs(batch["items"])  # (B, L), (B, L)
-        hidden = self.encoder(inputs)  # (B, L, H)
-        valid = targets > 0  # (B, L)
-        return self.loss(hidden[valid], targets[valid], self.decoder)
-
     def pointwise_outputs(self, batch: dict[str, Tensor], names: list[str]) -> dict[str, Tensor]:
         """Raw outputs (B,) of the named heads, from one pass of the encoder over the samples' histories."""
         history = self.encoder.inference_input(batch["history"])  # (B, L)
         state = self.encoder.final_state(history)  # (B, H)
         return {name: self.heads[name].head(state, batch["user"], batch["item"]).float() for name in names}
 
-    def training_step(self, batch: dict[str, dict[str, Tensor]], batch_idx: int) -> Tensor:
+    def training_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every trained task's mean loss over the targets of one batch of windows, from one encoder pass: the
+        state before each target predicts it (next item) and its rating and intent (pointwise heads)."""
+        inputs, targets = self.encoder.training_pairs(batch["items"])  # (B, L), (B, L)
+        hidden = self.encoder(inputs)  # (B, L, H)
+        valid = targets > 0  # (B, L)
+        states, items = hidden[valid], targets[valid]  # (M, H), (M,)
         losses: dict[str, Tensor] = {}
         if self.weighting.trains(NEXT_ITEM):
-            losses[NEXT_ITEM] = self.next_item_loss(batch[NEXT_ITEM])
+            losses[NEXT_ITEM] = self.loss(states, items, self.decoder)
         names = [name for name in self.heads if self.weighting.trains(name)]
         if names:
-            points = batch["pointwise"]
-            for name, out in self.pointwise_outputs(points, names).items():
-                losses[name] = self.heads[name].loss(out, points[self.heads[name].label].float())
+            users = batch["user"][:, None].expand_as(targets)[valid]  # (M,)
+            for name in names:
+                task = self.heads[name]
+                labels = batch[task.label][:, 1:][valid].float()  # (M,) the label of each target
+                losses[name] = task.loss(task.head(states, users, items).float(), labels)
+        return losses
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        losses = self.training_losses(batch)
         total = self.weighting(losses)
         for name, value in {**losses, "loss": total}.items():  # per-epoch means, kept on the device
             self._loss_sums[name] = self._loss_sums.get(name, torch.zeros((), device=value.device)) + value.detach()

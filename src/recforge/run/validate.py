@@ -444,6 +444,16 @@ def users_need_next_item_task(cfg: DictConfig) -> str | None:
             "not for task=value or task=intent, whose user vectors are decoder=biased_dot's")
 
 
+def multi_reads_next_item_states(cfg: DictConfig) -> str | None:
+    """task=multi scores its pointwise heads on the states of the next-item training windows: the encoder's state at
+    a position must read that position and the earlier ones only (``SequenceEncoder.next_item_states``)."""
+    encoder = _group_class(cfg, "encoder")
+    if encoder is None or _sample_kind(cfg, "task") != "multi" or getattr(encoder, "next_item_states", True):
+        return None
+    return (f"task=multi needs a next-item encoder whose state at a position reads only that position and the "
+            f"earlier ones (encoder=sasrec, gru4rec, hf_gpt2, content), not {encoder.__qualname__}")
+
+
 def unknown_arguments(cfg: DictConfig) -> list[str]:
     """Every key of a ``_target_`` node is a parameter of its class or function (e.g. ``+optimizer.lrr=0.1``)."""
     problems = []
@@ -487,7 +497,7 @@ CROSS_CHECKS: tuple[CrossCheck, ...] = (
     heads_divide_hidden, encoder_window_covers_data, cold_items_unsmoothed, chunked_ce_unsmoothed,
     objective_is_computed,
     task_matches_data, entries_have_targets, parts_paired, users_need_next_item_task, sampled_needs_one_target,
-    unknown_arguments,
+    multi_reads_next_item_states, unknown_arguments,
 )
 
 

@@ -22,10 +22,16 @@ class SequenceEncoder(nn.Module):
 
     ``uses_users``: an encoder that also reads the user row of each sample (matrix factorisation) sets it to True
     and takes ``forward(items, users)``; the module passes ``users`` (B,) to such encoders only.
+
+    ``next_item_states``: the state at position t reads the inputs at positions <= t only, and ``training_pairs``
+    is the next-item shift, so the states of a training window also serve as the user's state just before each
+    target (task=multi scores its pointwise heads on them). Encoders that see later positions (cloze training) or
+    that train on other pairs set it to False.
     """
 
     item_embedder: ItemEmbedder
     uses_users: bool = False
+    next_item_states: bool = True
 
     def training_pairs(self, window: Tensor) -> tuple[Tensor, Tensor]:
         """window: (B, L+1) -> inputs (B, L), targets (B, L)."""

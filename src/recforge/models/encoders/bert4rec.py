@@ -24,6 +24,8 @@ CLOZE_RULES = rule_table(mask_prob=UNIT_OPEN, last_mask_prob=UNIT_CLOSED)
 class BERT4Rec(AttentionEncoder):
     """Bidirectional transformer encoder trained with cloze masking."""
 
+    next_item_states = False  # bidirectional: the state at a [MASK] reads later items
+
     argument_rules = rule_table(**TRANSFORMER_RULES, **CLOZE_RULES)  # recforge.rules: checked in the config and here
 
     def __init__(self, item_embedder: ItemEmbedder, max_len: int = 50, num_layers: int = 2, num_heads: int = 2,

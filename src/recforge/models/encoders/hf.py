@@ -67,6 +67,7 @@ class HFBidirectionalEncoder(HFEncoder):
     """Bidirectional backbone (BERT, RoBERTa, ...): cloze training, a [MASK] appended at inference."""
 
     causal = False
+    next_item_states = False  # the state at a [MASK] reads later items
     argument_rules = rule_table(**HFEncoder.argument_rules, **CLOZE_RULES)
 
     def __init__(self, item_embedder: ItemEmbedder, config: PretrainedConfig, max_len: int = 50,

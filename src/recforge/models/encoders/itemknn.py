@@ -87,6 +87,8 @@ class MultiHot(SequenceEncoder):
     set ``dataset.max_len`` to at least the longest sequence for RecBole's ItemKNN.
     """
 
+    next_item_states = False  # one state per window, at its last position
+
     def __init__(self, item_embedder: ItemEmbedder) -> None:
         super().__init__()  # the embedder is not kept: nothing here is trained
         self.num_items = item_embedder.num_items

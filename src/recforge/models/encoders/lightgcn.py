@@ -165,6 +165,7 @@ class LightGCN(SequenceEncoder):
     users)`` -> (B, T, H). Training pairs as ``encoder=mf``: every training item of a window is a target."""
 
     uses_users = True
+    next_item_states = False  # every position holds the user's vector; targets are not the shift
     argument_rules = rule_table(max_len=int_at_least(2))  # recforge.rules: checked in the config and here
     training_pairs = MatrixFactorization.training_pairs
 
