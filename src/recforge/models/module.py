@@ -189,7 +189,11 @@ class NextItemModule(TaskModule):
             first_own = targets.shape[1] - batch["new_targets"]  # (B,)
             valid &= torch.arange(targets.shape[1], device=targets.device) >= first_own[:, None]
         decoder = self.decoder if self.cold_items is None else WithoutItems(self.decoder, self.cold_items)
-        loss = self.loss(hidden[valid], targets[valid], decoder)  # hidden[valid]: (M, H)
+        if self.encoder.state_per_window:  # one state per window (the user's): the loss may score each once
+            rows = torch.arange(valid.shape[0], device=valid.device)[:, None].expand_as(valid)[valid]  # (M,)
+            loss = self.loss.shared_states(hidden[:, 0], rows, targets[valid], decoder)  # hidden[:, 0]: (B, H)
+        else:
+            loss = self.loss(hidden[valid], targets[valid], decoder)  # hidden[valid]: (M, H)
         if self.distillation is not None:  # the student's scores of every item (M, N+1) against the teacher's
             loss = self.distillation(loss, inputs, valid, decoder(hidden[valid]))
         if self.weigh_targets_equally:

@@ -27,11 +27,16 @@ class SequenceEncoder(nn.Module):
     is the next-item shift, so the states of a training window also serve as the user's state just before each
     target (task=multi scores its pointwise heads on them). Encoders that see later positions (cloze training) or
     that train on other pairs set it to False.
+
+    ``state_per_window``: every position of a window holds the same state (the user's vector: encoder=mf,
+    lightgcn), so the training step hands the loss one state per window (``NextItemLoss.shared_states``) and
+    full-softmax CE scores it once for all the window's targets.
     """
 
     item_embedder: ItemEmbedder
     uses_users: bool = False
     next_item_states: bool = True
+    state_per_window: bool = False
 
     def training_pairs(self, window: Tensor) -> tuple[Tensor, Tensor]:
         """window: (B, L+1) -> inputs (B, L), targets (B, L)."""

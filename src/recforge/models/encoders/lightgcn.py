@@ -166,6 +166,7 @@ class LightGCN(SequenceEncoder):
 
     uses_users = True
     next_item_states = False  # every position holds the user's vector; targets are not the shift
+    state_per_window = True
     argument_rules = rule_table(max_len=int_at_least(2))  # recforge.rules: checked in the config and here
     training_pairs = MatrixFactorization.training_pairs
 

@@ -26,6 +26,7 @@ class MatrixFactorization(SequenceEncoder):
 
     uses_users = True
     next_item_states = False  # every position holds the user's vector; targets are not the shift
+    state_per_window = True
     # recforge.rules: checked in the config and here
     argument_rules = rule_table(max_len=int_at_least(2), init_std=number_at_least(0))
 
