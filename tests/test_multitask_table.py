@@ -1,0 +1,48 @@
+"""experiments/multitask_table.py: the multi-task results tables from run directories."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def fake_run(root: Path, name: str, ndcg: float, auc: float, rmse: float, best_epoch: int = 4, epochs: int = 15,
+             wall: str | None = "6:05.20", weights: list[tuple[float, float, float]] | None = None) -> None:
+    run = root / name / "run"
+    run.mkdir(parents=True)
+    test = {"next_item/ndcg@10": ndcg, "next_item/hr@10": 2 * ndcg, "intent/auc": auc, "value/rmse": rmse}
+    (run / "metrics.json").write_text(json.dumps({"test": test, "best_epoch": best_epoch, "epochs": epochs}))
+    if wall is not None:
+        (root / name / "time.txt").write_text(f"\tElapsed (wall clock) time (h:mm:ss or m:ss): {wall}\n")
+    if weights is not None:
+        logs = run / "csv" / "version_0"
+        logs.mkdir(parents=True)
+        header = "epoch,train/intent/weight,train/next_item/weight,train/value/weight,val/intent/auc\n"
+        rows = "".join(f"{e},{i},{n},{v},\n{e},,,,0.7\n" for e, (n, i, v) in enumerate(weights))
+        (logs / "metrics.csv").write_text(header + rows)
+
+
+def test_tables_average_each_tasks_own_objective_runs(tmp_path, project_script):
+    script = project_script("experiments/multitask_table.py")
+    fake_run(tmp_path, "single_next_s42", 0.08, 0.55, 3.1)
+    fake_run(tmp_path, "single_next_s1", 0.06, 0.56, 3.2, wall="1:02:03")
+    fake_run(tmp_path, "fixed_next_s42", 0.05, 0.70, 1.05)
+    fake_run(tmp_path, "unc_intent_s42", 0.04, 0.71, 1.04, weights=[(1.0, 1.0, 1.0), (0.7, 1.5, 1.25)])
+    (tmp_path / "unc_value_s2").mkdir()  # unfinished: no metrics.json, left out
+    runs = script.load(tmp_path)
+    assert sorted(runs) == [("fixed", "next", 42), ("single", "next", 1), ("single", "next", 42),
+                            ("unc", "intent", 42)]
+    assert runs[("single", "next", 1)]["wall"] == 3723
+    assert runs[("unc", "intent", 42)]["weights"] == {"next_item": 0.7, "intent": 1.5, "value": 1.25}
+
+    table = script.runs_table(runs)
+    # seed 42 first; the single-task run's own head in bold, its untrained heads in parentheses; epochs 1-based
+    assert table[2] == "| single_next_s42 | **0.0800** | **0.1600** | (0.5500) | (3.1000) | 5 / 15 | 6 min 05 s |"
+    assert table[3] == "| fixed_next_s42 | 0.0500 | 0.1000 | 0.7000 | 1.0500 | 5 / 15 | 6 min 05 s |"
+    assert table[5] == "| single_next_s1 | **0.0600** | **0.1200** | (0.5600) | (3.2000) | 5 / 15 | 62 min 03 s |"
+
+    means = script.means_table(runs)
+    # next-item NDCG@10: single over seeds 42 and 1 (mean .07, sample sd .0141); fixed one seed; no uncertainty run
+    assert means[2] == "| next-item NDCG@10 | 0.0700 ± 0.0141 | 0.0500 (1 seed) | – | 1, 42 |"
+    # intent AUC comes only from runs whose objective is intent
+    assert means[4] == "| intent AUC | – | – | 0.7100 (1 seed) | 42 |"
+    assert script.weights_table(runs)[2] == "| unc_intent_s42 | 0.700 | 1.500 | 1.250 |"
