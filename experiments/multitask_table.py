@@ -6,7 +6,8 @@ Each run is a directory ``<setting>_s<seed>`` holding ``run/metrics.json`` (``re
 and ``time.txt`` (``/usr/bin/time -v -o time.txt``). Settings: ``single_{next,intent,value}`` (the other heads'
 weights 0), ``fixed_{next,intent,value}`` and ``unc_{next,intent,value}`` (fixed 1/1/1 or uncertainty weights; the
 suffix names the objective whose best validation checkpoint was tested). Prints three sections: every run's test
-metrics, the mean and standard deviation over seeds of each task's own-objective runs, and the uncertainty weights.
+metrics, the mean and standard deviation over seeds of each task's own-objective runs, the paired per-seed differences
+between joint and single-task runs, and the uncertainty weights.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ METRICS = {
     "intent": [("intent/auc", "intent AUC")],
     "value": [("value/rmse", "value RMSE")],
 }
+LOWER_IS_BETTER = {"value/rmse"}
 SETTINGS = ("single", "fixed", "unc")
 SETTING_NAMES = {"single": "single task", "fixed": "multi, fixed 1/1/1", "unc": "multi, uncertainty"}
 
@@ -101,6 +103,26 @@ def means_table(runs: dict) -> list[str]:
     return lines
 
 
+def differences_table(runs: dict) -> list[str]:
+    """Per seed, the joint run minus the single-task run of the same seed on each task's own metric (both chosen on
+    that metric): the mean difference, its standard deviation, and on how many seeds the joint run is better."""
+    lines = ["| task, metric | fixed 1/1/1 minus single | uncertainty minus single |", "|---|---|---|"]
+    for task, items in METRICS.items():
+        for metric, title in items:
+            cells = []
+            for setting in ("fixed", "unc"):
+                diffs = [runs[key]["test"][metric] - runs[("single", task, key[2])]["test"][metric]
+                         for key in sorted(runs) if key[:2] == (setting, task) and ("single", task, key[2]) in runs]
+                better = sum(d < 0 if metric in LOWER_IS_BETTER else d > 0 for d in diffs)
+                if not diffs:
+                    cells.append("–")
+                    continue
+                spread = f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else ""
+                cells.append(f"{statistics.mean(diffs):+.4f}{spread} (better on {better} of {len(diffs)} seeds)")
+            lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def weights_table(runs: dict) -> list[str]:
     lines = ["| run | next item | intent | value |", "|---|---|---|---|"]
     for key in sorted(runs, key=lambda k: ({42: 0}.get(k[2], k[2]), list(METRICS).index(k[1]))):
@@ -114,7 +136,8 @@ def weights_table(runs: dict) -> list[str]:
 
 def main() -> None:
     runs = load(Path(sys.argv[1]))
-    for title, lines in (("runs", runs_table(runs)), ("means", means_table(runs)), ("weights", weights_table(runs))):
+    for title, lines in (("runs", runs_table(runs)), ("means", means_table(runs)),
+                         ("differences", differences_table(runs)), ("weights", weights_table(runs))):
         print(f"<!-- {title} -->")
         print("\n".join(lines))
         print()

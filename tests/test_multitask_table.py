@@ -45,4 +45,19 @@ def test_tables_average_each_tasks_own_objective_runs(tmp_path, project_script):
     assert means[2] == "| next-item NDCG@10 | 0.0700 ± 0.0141 | 0.0500 (1 seed) | – | 1, 42 |"
     # intent AUC comes only from runs whose objective is intent
     assert means[4] == "| intent AUC | – | – | 0.7100 (1 seed) | 42 |"
+    differences = script.differences_table(runs)
+    # fixed next item on seed 42: .05 - .08; no uncertainty next-item run; intent has no single-task run to pair
+    assert differences[2] == "| next-item NDCG@10 | -0.0300 (better on 0 of 1 seeds) | – |"
+    assert differences[4] == "| intent AUC | – | – |"
     assert script.weights_table(runs)[2] == "| unc_intent_s42 | 0.700 | 1.500 | 1.250 |"
+
+
+def test_differences_pair_seeds_and_count_lower_rmse_as_better(tmp_path, project_script):
+    script = project_script("experiments/multitask_table.py")
+    for seed, single, fixed in ((42, 1.03, 1.02), (1, 1.00, 1.04)):
+        fake_run(tmp_path, f"single_value_s{seed}", 0.01, 0.6, single)
+        fake_run(tmp_path, f"fixed_value_s{seed}", 0.01, 0.6, fixed)
+    fake_run(tmp_path, "unc_value_s2", 0.01, 0.6, 1.0)  # no single-task run of seed 2: not paired
+    differences = script.differences_table(script.load(tmp_path))
+    # RMSE: -.01 on seed 42 (better), +.04 on seed 1; mean +.015, sample sd of (-.01, .04) = .0354
+    assert differences[5] == "| value RMSE | +0.0150 ± 0.0354 (better on 1 of 2 seeds) | – |"
