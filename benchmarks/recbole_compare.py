@@ -49,6 +49,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 BENCH = PROJECT / "outputs" / "bench"
 DEFAULT_VENV = PROJECT / "benchmarks" / ".venv-recbole"
 DEFAULT_RESULTS = PROJECT / "benchmarks" / "results" / "recbole_results.md"
+# the paragraph under the title of DEFAULT_RESULTS (dated changes of defaults and of machine load), kept in its own
+# file so that every render of the committed page keeps it
+DEFAULT_NOTE = PROJECT / "benchmarks" / "results" / "recbole_results_note.md"
 PAIRS: tuple[tuple[str, str], ...] = (("ml-100k", "sasrec"), ("ml-100k", "gru4rec"), ("beauty", "sasrec"),
                                       ("beauty", "gru4rec"), ("ml-100k", "lightgcn"), ("beauty", "lightgcn"))
 EXPERIMENTS = {("ml-100k", "sasrec"): "ml100k_sasrec", ("ml-100k", "gru4rec"): "ml100k_gru4rec",
@@ -368,10 +371,11 @@ def render(records: list[dict[str, Any]], note: str | None = None) -> str:
         out += [note, ""]
     if not kept:
         return "\n".join(out + ["No finished jobs yet.", ""])
-    first = kept[0]
     versions = {r["framework"]: r.get("versions", {}) for r in kept}
     dates = sorted(r["finished"] for r in kept)
-    out += [f"Machine: {first['machine']}. Dates: {dates[0][:16]} to {dates[-1][:16]} (UTC).",
+    machines = list(dict.fromkeys(r["machine"] for r in kept))  # every machine the shown rows ran on, in order
+    out += [(f"Machine{'s' if len(machines) > 1 else ''}: {'; '.join(machines)}. "
+             f"Dates: {dates[0][:16]} to {dates[-1][:16]} (UTC)."),
             "Versions: " + "; ".join(f"{fw}: " + ", ".join(f"{k} {v}" for k, v in sorted(vs.items()))
                                      for fw, vs in sorted(versions.items())) + ".", ""]
     out += PROTOCOL_TEXT
@@ -666,11 +670,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results" / "recbole_compare.jsonl",
                    help="JSON lines, one per finished job (committed)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown page to render")
-    p.add_argument("--note", help="a paragraph put under the title of the results page")
+    p.add_argument("--note", help="a paragraph put under the title of the results page (default for the committed "
+                                  f"page: the text of {DEFAULT_NOTE.relative_to(PROJECT)})")
     p.add_argument("--report", action="store_true", help="only render the results page from --out")
     args = p.parse_args(argv)
     args.data_root = args.data_root.resolve()
     args.out, args.results, args.venv = args.out.resolve(), args.results.resolve(), args.venv.resolve()
+    if args.note is None and args.results == DEFAULT_RESULTS.resolve() and DEFAULT_NOTE.is_file():
+        args.note = DEFAULT_NOTE.read_text().strip()
     args.driver_command = "python benchmarks/recbole_compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.report and not args.data_root.is_dir():
         raise SystemExit(f"--data-root {args.data_root}: no such folder; pass the folder holding ml-100k/ and s3rec/.")

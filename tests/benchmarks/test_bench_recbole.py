@@ -305,6 +305,12 @@ def test_render_shows_both_rows_the_ratios_and_the_targets():
     assert "| ML-100K | SASRec | recbole | ok (3 processes) | 2 / 3 |" in resumed
     assert "| 66.7× met | 8.0× met | +25.0% met | 60.0× | 1.5× |" in text
     assert "Split check FAILED" not in text
+    assert "Machine: m. Dates: 2026-11-26T12:00 to" in text
+
+
+def test_render_names_every_machine_the_rows_ran_on():
+    text = rc.render([RECBOLE, {**RECFORGE, "machine": "n"}])
+    assert "Machines: m; n. Dates:" in text
 
 
 def test_render_flags_a_split_mismatch():
