@@ -4,8 +4,9 @@
 
 Each run is a directory ``<setting>_s<seed>`` holding ``run/metrics.json`` (``recforge-train ... hydra.run.dir=<dir>/run``)
 and ``time.txt`` (``/usr/bin/time -v -o time.txt``). Settings: ``single_{next,intent,value}`` (the other heads'
-weights 0), ``fixed_{next,intent,value}`` and ``unc_{next,intent,value}`` (fixed 1/1/1 or uncertainty weights; the
-suffix names the objective whose best validation checkpoint was tested). Prints three sections: every run's test
+weights 0), ``fixed_{next,intent,value}``, ``unc_{next,intent,value}`` and ``aux_{next,intent,value}`` (fixed 1/1/1,
+uncertainty weights, or the objective's head at 1 and the other two at 0.1; the suffix names the objective whose
+best validation checkpoint was tested). Prints three sections: every run's test
 metrics, the mean and standard deviation over seeds of each task's own-objective runs, the paired per-seed differences
 between joint and single-task runs, and the uncertainty weights.
 """
@@ -28,8 +29,10 @@ METRICS = {
     "value": [("value/rmse", "value RMSE")],
 }
 LOWER_IS_BETTER = {"value/rmse"}
-SETTINGS = ("single", "fixed", "unc")
-SETTING_NAMES = {"single": "single task", "fixed": "multi, fixed 1/1/1", "unc": "multi, uncertainty"}
+SETTINGS = ("single", "fixed", "unc", "aux")
+JOINT = SETTINGS[1:]
+SETTING_NAMES = {"single": "single task", "fixed": "multi, fixed 1/1/1", "unc": "multi, uncertainty",
+                 "aux": "multi, own head 1, others 0.1"}
 
 
 def last_weights(run: Path) -> dict[str, float]:
@@ -47,7 +50,7 @@ def last_weights(run: Path) -> dict[str, float]:
 def load(root: Path) -> dict[tuple[str, str, int], dict]:
     runs = {}
     for d in sorted(root.iterdir()):
-        match = re.fullmatch(r"(single|fixed|unc)_(next|intent|value)_s(\d+)", d.name)
+        match = re.fullmatch(r"(" + "|".join(SETTINGS) + r")_(next|intent|value)_s(\d+)", d.name)
         metrics_file = d / "run" / "metrics.json"
         if not match or not metrics_file.is_file():
             continue
@@ -90,13 +93,14 @@ def mean_sd(values: list[float]) -> str:
 
 
 def means_table(runs: dict) -> list[str]:
-    """Each task's metric from the runs whose objective is that task, per setting, over seeds."""
-    lines = ["| task, metric | " + " | ".join(SETTING_NAMES[s] for s in SETTINGS) + " | seeds |",
-             "|---|" + "---|" * (len(SETTINGS) + 1)]
+    """Each task's metric from the runs whose objective is that task, per setting that has runs, over seeds."""
+    settings = [s for s in SETTINGS if any(key[0] == s for key in runs)]
+    lines = ["| task, metric | " + " | ".join(SETTING_NAMES[s] for s in settings) + " | seeds |",
+             "|---|" + "---|" * (len(settings) + 1)]
     for task, items in METRICS.items():
         for metric, title in items:
             per_setting = [[r["test"][metric] for (s, t, _), r in sorted(runs.items()) if s == setting and t == task]
-                           for setting in SETTINGS]
+                           for setting in settings]
             seeds = sorted({seed for (s, t, seed) in runs if t == task})
             lines.append(f"| {title} | " + " | ".join(mean_sd(v) for v in per_setting)
                          + f" | {', '.join(map(str, seeds))} |")
@@ -106,11 +110,13 @@ def means_table(runs: dict) -> list[str]:
 def differences_table(runs: dict) -> list[str]:
     """Per seed, the joint run minus the single-task run of the same seed on each task's own metric (both chosen on
     that metric): the mean difference, its standard deviation, and on how many seeds the joint run is better."""
-    lines = ["| task, metric | fixed 1/1/1 minus single | uncertainty minus single |", "|---|---|---|"]
+    present = [s for s in JOINT if any(key[0] == s for key in runs)]
+    lines = ["| task, metric | " + " | ".join(f"{SETTING_NAMES[s]} minus single" for s in present) + " |",
+             "|---|" + "---|" * len(present)]
     for task, items in METRICS.items():
         for metric, title in items:
             cells = []
-            for setting in ("fixed", "unc"):
+            for setting in present:
                 diffs = [runs[key]["test"][metric] - runs[("single", task, key[2])]["test"][metric]
                          for key in sorted(runs) if key[:2] == (setting, task) and ("single", task, key[2]) in runs]
                 better = sum(d < 0 if metric in LOWER_IS_BETTER else d > 0 for d in diffs)

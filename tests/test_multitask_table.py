@@ -58,6 +58,12 @@ def test_differences_pair_seeds_and_count_lower_rmse_as_better(tmp_path, project
         fake_run(tmp_path, f"single_value_s{seed}", 0.01, 0.6, single)
         fake_run(tmp_path, f"fixed_value_s{seed}", 0.01, 0.6, fixed)
     fake_run(tmp_path, "unc_value_s2", 0.01, 0.6, 1.0)  # no single-task run of seed 2: not paired
-    differences = script.differences_table(script.load(tmp_path))
+    fake_run(tmp_path, "aux_value_s1", 0.01, 0.6, 0.99)
+    runs = script.load(tmp_path)
+    differences = script.differences_table(runs)
+    assert differences[0] == ("| task, metric | multi, fixed 1/1/1 minus single | multi, uncertainty minus single "
+                              "| multi, own head 1, others 0.1 minus single |")
     # RMSE: -.01 on seed 42 (better), +.04 on seed 1; mean +.015, sample sd of (-.01, .04) = .0354
-    assert differences[5] == "| value RMSE | +0.0150 ± 0.0354 (better on 1 of 2 seeds) | – |"
+    assert differences[5] == "| value RMSE | +0.0150 ± 0.0354 (better on 1 of 2 seeds) | – | -0.0100 (better on 1 of 1 seeds) |"
+    # seed 1's aux run pairs with seed 1's single run (1.00); the means list every setting that has runs
+    assert script.means_table(runs)[5] == "| value RMSE | 1.0150 ± 0.0212 | 1.0300 ± 0.0141 | 1.0000 (1 seed) | 0.9900 (1 seed) | 1, 2, 42 |"
