@@ -119,10 +119,10 @@ def differences_table(runs: dict) -> list[str]:
             for setting in present:
                 diffs = [runs[key]["test"][metric] - runs[("single", task, key[2])]["test"][metric]
                          for key in sorted(runs) if key[:2] == (setting, task) and ("single", task, key[2]) in runs]
-                better = sum(d < 0 if metric in LOWER_IS_BETTER else d > 0 for d in diffs)
                 if not diffs:
                     cells.append("–")
                     continue
+                better = sum(d < 0 if metric in LOWER_IS_BETTER else d > 0 for d in diffs)
                 spread = f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else ""
                 cells.append(f"{statistics.mean(diffs):+.4f}{spread} (better on {better} of {len(diffs)} seeds)")
             lines.append(f"| {title} | " + " | ".join(cells) + " |")
