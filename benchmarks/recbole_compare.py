@@ -513,7 +513,7 @@ def export_dataset(dataset: str, experiment: str, data_root: Path, out_dir: Path
     split = datamodule.split_fn(seqs.lengths)
     path = out_dir / recbole_name(dataset) / f"{recbole_name(dataset)}.inter"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # drivers of the same dataset may export at once
     tmp.write_text("\n".join(inter_lines(seqs.user_ids, seqs.indptr, seqs.items)) + "\n")
     os.replace(tmp, path)
     args = (seqs.user_ids, seqs.indptr, seqs.items)
