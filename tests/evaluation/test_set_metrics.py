@@ -31,6 +31,7 @@ from recforge.evaluation.metrics import (
 from recforge.evaluation.ranking import (
     RankAccumulator,
     RunningTop,
+    best_columns,
     chunked_target_ranks,
     history_contains,
     masked_scores,
@@ -169,6 +170,21 @@ def test_top_items_is_the_stable_sort_order_and_never_padding_or_masked():
     assert torch.equal(got, want)
     assert not history_contains(history, got).any() and (got >= 1).all()  # mask_history=true: never recommended
     assert top_items(masked, 50).shape == (40, 30)  # k above the catalogue: every item
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 29, 30])
+def test_best_columns_on_distinct_and_tied_rows_is_the_stable_sort_order(k):
+    # rows 0-19 distinct floats (one top-(k+1) decides them), rows 20-39 a few levels (ties settled by column),
+    # row 40 distinct except a tie just past the k-th value, row 41 distinct except a tie inside the top k
+    g = torch.Generator().manual_seed(11)
+    values = torch.cat([torch.rand(20, 30, generator=g), tied_scores(20, 29, seed=12),
+                        torch.rand(2, 30, generator=g)])  # (42, 30)
+    order = values[40].argsort(descending=True)
+    values[40, order[min(k, 29)]] = values[40, order[k - 1]]  # the k-th and (k+1)-th best now equal
+    values[41, order[0]] = values[41, order[1]] if k > 1 else values[41, order[0]]
+    want = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]  # (42, k)
+    assert torch.equal(best_columns(values, k), want)
+    assert torch.equal(best_columns(values[:20], k), want[:20])  # every row on the top-(k+1) path
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 7, 31, 50])

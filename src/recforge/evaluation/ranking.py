@@ -98,8 +98,26 @@ def rank_target_sets(scores: Tensor, targets: Tensor, history: Tensor | None,
 
 def best_columns(values: Tensor, k: int) -> Tensor:
     """Columns of the k highest values of each row, highest first, equal values by lower column first: as
-    ``torch.sort(values, descending=True, stable=True).indices[:, :k]`` without sorting whole rows (a top-k,
-    then ties at the k-th value settled by column). values: (B, C) without NaN; 1 <= k <= C. (B, k) int64."""
+    ``torch.sort(values, descending=True, stable=True).indices[:, :k]`` without sorting whole rows. values: (B, C)
+    without NaN; 1 <= k <= C. (B, k) int64.
+
+    One top-(k+1) per row decides it when its k+1 values are all distinct (no order among equals to settle: the
+    common case for a trained model's float scores); only the rows with a tie among them take the exact path
+    (:func:`_best_columns_with_ties`)."""
+    if k >= values.shape[1]:
+        return _best_columns_with_ties(values, k)
+    top_values, top_columns = values.topk(k + 1, dim=1)  # (B, k+1) highest first
+    clear = (top_values[:, :-1] > top_values[:, 1:]).all(dim=1)  # (B,) strictly decreasing: no tie to settle
+    if bool(clear.all()):
+        return top_columns[:, :k]
+    columns = top_columns[:, :k].clone()  # (B, k)
+    tied = (~clear).nonzero().squeeze(1)  # (T,) rows with a tie among their k+1 best values
+    columns[tied] = _best_columns_with_ties(values[tied], k)
+    return columns
+
+
+def _best_columns_with_ties(values: Tensor, k: int) -> Tensor:
+    """:func:`best_columns` for any rows: a top-k, then ties at the k-th value settled by column. (B, k) int64."""
     kth = values.topk(k, dim=1).values[:, -1:]  # (B, 1) the k-th highest value
     above, tied = values > kth, values == kth  # (B, C)
     room = k - above.sum(dim=1, keepdim=True)  # (B, 1) how many tied columns fit, lowest first
@@ -113,6 +131,16 @@ def top_items(masked: Tensor, k: int) -> Tensor:
     """The k recommended item ids (>= 1) of each row of masked scores (:func:`masked_scores`), best first, equal
     scores by lower id first; padding id 0 is never recommended. (B, min(k, N)) int64."""
     return best_columns(masked[:, 1:], min(k, masked.shape[1] - 1)) + 1
+
+
+def ranks_and_top(scores: Tensor, targets: Tensor, history: Tensor | None, k: int,
+                  fill: float = float("-inf")) -> tuple[Tensor, Tensor]:
+    """Full ranking's two results from one masked copy of the scores: the targets' ranks (:func:`rank_targets`,
+    (B,), or :func:`ranks_in` for target sets (B, T), 0 = padding) and the top-k lists (:func:`top_items`,
+    (B, min(k, N)))."""
+    masked = masked_scores(scores, history, fill)  # (B, N+1) as ranked
+    ranks = ranks_in(masked, targets) if targets.dim() == 2 else target_ranks(masked, targets)
+    return ranks, top_items(masked, k)
 
 
 class RunningTop:

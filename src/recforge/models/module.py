@@ -18,11 +18,8 @@ from recforge.evaluation.ranking import (
     chunked_target_ranks,
     history_contains,
     history_fill,
-    masked_scores,
-    rank_targets,
-    ranks_in,
+    ranks_and_top,
     repeated_targets,
-    top_items,
 )
 from recforge.evaluation.sampled import CANDIDATES_DIR, SampledRanking, sampled_ranks
 from recforge.models.decoders import Decoder, score_columns
@@ -279,11 +276,8 @@ class NextItemModule(TaskModule):
             return self._rank_chunked(batch["input"], targets, history, self.item_chunk_size, users)
         scores = self.score(batch["input"], users)  # (B, N+1)
         self._check_scores(has_nan(scores))
-        masked = masked_scores(scores, history, self._fill)  # (B, N+1) as ranked
-        self._batch_top = top_items(masked, self.top_k)  # (B, K): the recommendation lists
-        if targets.dim() == 2:
-            return ranks_in(masked, targets)  # (B, T), 0 = padding
-        return rank_targets(scores, targets, history, self._fill)  # (B,)
+        ranks, self._batch_top = ranks_and_top(scores, targets, history, self.top_k, self._fill)  # top: (B, K)
+        return ranks  # (B,), or (B, T) with 0 = padding
 
     def _rank_sampled(self, batch: dict[str, Tensor]) -> Tensor:
         """Ranks of the targets among themselves and their N sampled negatives (``evaluation.sampled``), scored by

@@ -23,10 +23,8 @@ from torch.optim import Optimizer
 from recforge.errors import TrainingDiverged
 from recforge.evaluation.ranking import (
     RankAccumulator,
-    masked_scores,
-    rank_targets,
+    ranks_and_top,
     repeated_targets,
-    top_items,
 )
 from recforge.models.decoders import Decoder
 from recforge.models.encoders.base import SequenceEncoder
@@ -135,10 +133,9 @@ class MultiTaskModule(TaskModule):
             hidden = self.encoder.final_state(self.encoder.inference_input(batch["input"]))  # (B, H)
             scores = self.decoder(hidden).float()  # (B, N+1)
             history = batch["history"] if self.mask_history else None
-            ranks = rank_targets(scores, batch["target"], history, float("-inf"))  # (B,)
+            ranks, top = ranks_and_top(scores, batch["target"], history, self.top_k)  # (B,), (B, K)
             unreachable = (repeated_targets(batch["history"], batch["target"]) if self.mask_history
                            else torch.zeros_like(batch["target"], dtype=torch.bool))
-            top = top_items(masked_scores(scores, history, float("-inf")), self.top_k)  # (B, K)
             (self.val_ranks if stage == "val" else self.test_ranks).update(batch["index"], ranks, unreachable, top)
             return
         for name, out in self.pointwise_outputs(batch, list(self.heads)).items():
