@@ -112,17 +112,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, m, rows):
             h, t = hidden[start:start + rows], targets[start:start + rows]  # (C, H), (C,)
-            logits = torch.addmm(bias, h, weights.T).float()  # (C, N+1)
-            lse = torch.logsumexp(logits, dim=1)  # (C,)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            # (C, N+1) log-probabilities: one fused pass over the logits (a block of C rows stays in cache)
+            log_probs = torch.log_softmax(torch.addmm(bias, h, weights.T).float(), dim=1)
+            total -= log_probs.gather(1, t[:, None]).sum()
             if not grads:
                 continue
-            probs = logits.sub_(lse[:, None]).exp_()  # (C, N+1) softmax, in the logits' memory
+            probs = log_probs.exp_()  # (C, N+1) softmax, in the same memory
             probs[torch.arange(t.shape[0], device=t.device), t] -= 1.0  # d loss_i / d logits_i (before the mean)
             if grad_hidden is not None:
                 grad_hidden[start:start + rows] = (probs @ weights.to(probs.dtype)).to(hidden.dtype)  # (C, H)
             if grad_weights is not None:
-                grad_weights += probs.T @ h.to(probs.dtype)  # (N+1, H)
+                grad_weights.addmm_(probs.T, h.to(probs.dtype))  # (N+1, H), accumulated in place
             if grad_bias is not None:
                 grad_bias += probs.sum(0)  # (N+1,)
         ctx.grads = (grad_hidden, grad_weights, grad_bias)  # not inputs of any later op: no version check needed
