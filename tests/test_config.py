@@ -595,8 +595,8 @@ def check_loss_sampler(option: str, compose_train, tmp_path: Path) -> None:
 
 
 KNOWN_OPTIMIZERS = {
-    "adam": (torch.optim.Adam, {"lr": 0.001, "weight_decay": 0.0}),
-    "adamw": (torch.optim.AdamW, {"lr": 0.001, "weight_decay": 0.01}),
+    "adam": (torch.optim.Adam, {"lr": 0.001, "weight_decay": 0.0, "fused": None}),
+    "adamw": (torch.optim.AdamW, {"lr": 0.001, "weight_decay": 0.01, "fused": None}),
     "sgd": (torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0}),
 }
 
@@ -613,6 +613,28 @@ def check_optimizer(option: str, compose_train, tmp_path: Path) -> None:
         assert type(opt) is cls
         for key, value in values.items():
             assert opt.param_groups[0][key] == value, key
+
+
+@pytest.mark.parametrize("option", ["adam", "adamw"])
+def test_fused_adam_is_the_same_update_in_one_kernel(option, compose_train):
+    """optimizer.fused=true (the Beauty experiments): torch's fused kernel, the per-tensor update's values."""
+    steps = {}
+    for fused in ("null", "true"):
+        cfg = compose_train(f"optimizer={option}", f"optimizer.fused={fused}", "optimizer.lr=0.1",
+                            "optimizer.weight_decay=0.0")
+        torch.manual_seed(0)
+        start = torch.randn(50, 4)
+        param = torch.nn.Parameter(start.clone())
+        opt = instantiate(cfg.optimizer)(params=[param])
+        assert opt.param_groups[0]["fused"] is (True if fused == "true" else None)
+        for _ in range(5):
+            opt.zero_grad()
+            (param * 3.0).sum().backward()  # a constant gradient: each step moves every weight by lr
+            opt.step()
+        steps[fused] = param.detach().clone()
+        # 5 steps of lr 0.1 against the gradient
+        assert torch.allclose(start - steps[fused], torch.full_like(start, 0.5), atol=0.01)
+    torch.testing.assert_close(steps["true"], steps["null"], rtol=1e-5, atol=1e-6)
 
 
 def check_scheduler(option: str, compose_train, tmp_path: Path) -> None:
