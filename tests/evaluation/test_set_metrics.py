@@ -37,6 +37,7 @@ from recforge.evaluation.ranking import (
     masked_scores,
     rank_target_sets,
     rank_targets,
+    ranks_and_top,
     top_items,
 )
 from recforge.models.decoders import DotProduct
@@ -185,6 +186,22 @@ def test_best_columns_on_distinct_and_tied_rows_is_the_stable_sort_order(k):
     want = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]  # (42, k)
     assert torch.equal(best_columns(values, k), want)
     assert torch.equal(best_columns(values[:20], k), want[:20])  # every row on the top-(k+1) path
+
+
+@pytest.mark.parametrize("fill", [float("-inf"), 0.0])
+def test_ranks_and_top_in_place_equal_the_separate_functions_and_spare_views(fill):
+    scores, targets = tied_scores(30, 25, seed=13), torch.randint(1, 26, (30,), generator=torch.Generator().manual_seed(14))
+    history = torch.randint(0, 26, (30, 6), generator=torch.Generator().manual_seed(15))
+    want_ranks, want_top = rank_targets(scores, targets, history, fill), top_items(masked_scores(scores, history, fill), 5)
+    kept = scores.clone()
+    ranks, top = ranks_and_top(scores, targets, history, 5, fill)  # a copy: the scores stay as they were
+    assert torch.equal(ranks, want_ranks) and torch.equal(top, want_top) and torch.equal(scores, kept)
+    view = kept[:, :]  # a view, e.g. of a decoder's own state: never written
+    ranks, top = ranks_and_top(view, targets, history, 5, fill, overwrite=True)
+    assert torch.equal(ranks, want_ranks) and torch.equal(top, want_top) and torch.equal(kept, scores)
+    ranks, top = ranks_and_top(scores, targets, history, 5, fill, overwrite=True)  # masked in place
+    assert torch.equal(ranks, want_ranks) and torch.equal(top, want_top)
+    assert torch.equal(scores, masked_scores(kept, history, fill))
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 7, 31, 50])

@@ -68,9 +68,17 @@ def mask_history(scores: Tensor, history: Tensor, fill: float = float("-inf")) -
     return masked
 
 
-def masked_scores(scores: Tensor, history: Tensor | None, fill: float = float("-inf")) -> Tensor:
+def masked_scores(scores: Tensor, history: Tensor | None, fill: float = float("-inf"),
+                  overwrite: bool = False) -> Tensor:
     """A float32 copy of the scores as ranking sees them: history ids (when given) at ``fill``, padding id 0 at
-    -inf. (B, N+1)."""
+    -inf. (B, N+1). ``overwrite``: float32 scores that are not a view (of a decoder's own state, e.g. popularity
+    counts) are masked in place: one (B, N+1) buffer less per batch, for a caller that no longer needs them."""
+    if overwrite and scores._base is None:
+        masked = scores.float()  # the scores themselves when they are float32
+        if history is not None:
+            masked.scatter_(1, history, fill)
+        masked[:, 0] = float("-inf")
+        return masked
     if history is not None:
         return mask_history(scores.float(), history, fill)
     masked = scores.float().clone()
@@ -134,11 +142,11 @@ def top_items(masked: Tensor, k: int) -> Tensor:
 
 
 def ranks_and_top(scores: Tensor, targets: Tensor, history: Tensor | None, k: int,
-                  fill: float = float("-inf")) -> tuple[Tensor, Tensor]:
-    """Full ranking's two results from one masked copy of the scores: the targets' ranks (:func:`rank_targets`,
-    (B,), or :func:`ranks_in` for target sets (B, T), 0 = padding) and the top-k lists (:func:`top_items`,
-    (B, min(k, N)))."""
-    masked = masked_scores(scores, history, fill)  # (B, N+1) as ranked
+                  fill: float = float("-inf"), overwrite: bool = False) -> tuple[Tensor, Tensor]:
+    """Full ranking's two results from one masked copy of the scores (the scores themselves with ``overwrite``):
+    the targets' ranks (:func:`rank_targets`, (B,), or :func:`ranks_in` for target sets (B, T), 0 = padding) and
+    the top-k lists (:func:`top_items`, (B, min(k, N)))."""
+    masked = masked_scores(scores, history, fill, overwrite)  # (B, N+1) as ranked
     ranks = ranks_in(masked, targets) if targets.dim() == 2 else target_ranks(masked, targets)
     return ranks, top_items(masked, k)
 

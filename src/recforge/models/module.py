@@ -276,7 +276,8 @@ class NextItemModule(TaskModule):
             return self._rank_chunked(batch["input"], targets, history, self.item_chunk_size, users)
         scores = self.score(batch["input"], users)  # (B, N+1)
         self._check_scores(has_nan(scores))
-        ranks, self._batch_top = ranks_and_top(scores, targets, history, self.top_k, self._fill)  # top: (B, K)
+        # the scores are masked in place: nothing reads them afterwards (one (B, N+1) buffer less per batch)
+        ranks, self._batch_top = ranks_and_top(scores, targets, history, self.top_k, self._fill, overwrite=True)
         return ranks  # (B,), or (B, T) with 0 = padding
 
     def _rank_sampled(self, batch: dict[str, Tensor]) -> Tensor:

@@ -133,7 +133,7 @@ class MultiTaskModule(TaskModule):
             hidden = self.encoder.final_state(self.encoder.inference_input(batch["input"]))  # (B, H)
             scores = self.decoder(hidden).float()  # (B, N+1)
             history = batch["history"] if self.mask_history else None
-            ranks, top = ranks_and_top(scores, batch["target"], history, self.top_k)  # (B,), (B, K)
+            ranks, top = ranks_and_top(scores, batch["target"], history, self.top_k, overwrite=True)  # (B,), (B, K)
             unreachable = (repeated_targets(batch["history"], batch["target"]) if self.mask_history
                            else torch.zeros_like(batch["target"], dtype=torch.bool))
             (self.val_ranks if stage == "val" else self.test_ranks).update(batch["index"], ranks, unreachable, top)
