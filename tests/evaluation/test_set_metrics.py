@@ -182,7 +182,8 @@ def test_best_columns_on_distinct_and_tied_rows_is_the_stable_sort_order(k):
                         torch.rand(2, 30, generator=g)])  # (42, 30)
     order = values[40].argsort(descending=True)
     values[40, order[min(k, 29)]] = values[40, order[k - 1]]  # the k-th and (k+1)-th best now equal
-    values[41, order[0]] = values[41, order[1]] if k > 1 else values[41, order[0]]
+    order = values[41].argsort(descending=True)
+    values[41, order[0]] = values[41, order[1]]  # the best two now equal
     want = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]  # (42, k)
     assert torch.equal(best_columns(values, k), want)
     assert torch.equal(best_columns(values[:20], k), want[:20])  # every row on the top-(k+1) path
